@@ -1,0 +1,160 @@
+"""What a run leaves in its workdir: config.json, metrics.jsonl, TensorBoard events, progress.
+
+Only process 0 writes. A resumed run truncates the JSONL stream back to the
+restored step, so the stream of a killed-and-resumed run equals that of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Iterable, Mapping
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from metajax.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+  """Writes `data` to `path` through a temp file and rename: never a half-written file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  mode = "wb" if isinstance(data, bytes) else "w"
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+  try:
+    with os.fdopen(fd, mode) as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def prepare_workdir(workdir: str, config) -> bool:
+  """Claims `workdir` for `config`; returns True when it resumes an earlier run.
+
+  Call only after the config is validated. A workdir that holds a run of a
+  different config is refused (the differing keys named), never overwritten.
+  """
+  if not workdir:
+    raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    a, b = _flatten(old), _flatten(new)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+      shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
+      raise ConfigError("workdir", workdir,
+                        f"it holds a run with a different config ({shown})",
+                        "a new --workdir, or the same config to resume")
+    return True
+  if jax.process_index() == 0:
+    atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
+  return False
+
+
+class MetricWriter:
+  """Scalar metrics to `metrics.jsonl` and TensorBoard event files.
+
+  Each call to `write` is one JSON line `{"step": s, name: value, ...}`.
+  `resume_step`: drop lines after this step (they belong to work being redone).
+  """
+
+  def __init__(self, workdir: str, resume_step: int | None = None):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    if resume_step is not None and os.path.exists(self.path):
+      kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+      atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    elif resume_step is None and os.path.exists(self.path):
+      os.remove(self.path)  # a fresh run in a fresh (validated) workdir
+    self._file = open(self.path, "a")
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # TensorBoard events are a convenience; JSONL is the record
+      self._tb = None
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self.active:
+      return
+    row = {"step": int(step)}
+    for k, v in scalars.items():
+      row[k] = float(np.asarray(v))
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and math.isfinite(v):
+          self._tb.add_scalar(k, v, global_step=step)
+
+  def close(self) -> None:
+    if self.active:
+      self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, float]]:
+  """All rows of `metrics.jsonl`, skipping a torn last line of a killed run."""
+  rows = []
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  return rows
+
+
+def progress(total: int, initial: int = 0, desc: str = "train") -> tqdm:
+  """A progress bar with rate and ETA on process 0 (quiet elsewhere).
+
+  Without a terminal (CI, log files) it prints a line every 30 s instead of redrawing.
+  """
+  tty = sys.stderr.isatty()
+  return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+              mininterval=0.5 if tty else 30.0, disable=jax.process_index() != 0)
+
+
+def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
+  """Stops the run with a clear message when a loss turns NaN or inf."""
+  for k, v in metrics.items():
+    if "loss" in k and not np.all(np.isfinite(np.asarray(v))):
+      raise FloatingPointError(
+          f"{k} became {np.asarray(v)} at step {step}; lower the learning rate or "
+          "check the inputs (the last checkpoint is kept in the workdir)")
+
+
+def summarise(rows: Iterable[Mapping[str, float]], key: str) -> list[tuple[int, float]]:
+  """(step, value) pairs of `key` from metric rows."""
+  return [(int(r["step"]), r[key]) for r in rows if key in r]
