@@ -1,0 +1,29 @@
+"""Datasets by name. Every loader is `load(data_dir: str = '') -> dataset`.
+
+Image datasets return `ClassImages`; `tfds:NAME` loads any tfds image
+classification dataset by name from `data_dir`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from metajax.data.base import ClassImages, default_data_dir
+from metajax.registry import Registry
+
+DATASETS = Registry("dataset")
+DATASETS.register("glyphs", "metajax.data.glyphs:load")
+DATASETS.register("uci_digits", "metajax.data.uci_digits:load")
+DATASETS.register("omniglot", "metajax.data.tfds_images:load_omniglot")
+DATASETS.register("sinusoid", "metajax.data.sinusoid:load")
+
+
+def load(name: str, data_dir: str = ""):
+  """The dataset registered as `name` (or `tfds:NAME`), loaded from `data_dir`."""
+  if name.startswith("tfds:"):
+    from metajax.data import tfds_images
+    return tfds_images.load(name.removeprefix("tfds:"), data_dir)
+  return DATASETS.get(name)(data_dir)
+
+
+__all__ = ["ClassImages", "DATASETS", "default_data_dir", "load"]
