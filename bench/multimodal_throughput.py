@@ -1,0 +1,70 @@
+"""Training throughput of the multimodal transformer (examples/s) on this machine.
+
+  flock /tmp/metajax_heavy.lock .venv/bin/python bench/multimodal_throughput.py [--steps 20]
+
+Times the jitted train step of configs/multimodal_sortofclevr.py (batch 64, real
+Sort-of-CLEVR batches) for early and late fusion in float32 and bfloat16, after one
+compile step. Prints one JSON line per variant.
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from configs.multimodal_sortofclevr import get_config
+from metajax import parallel
+from metajax.data import sort_of_clevr as soc
+from metajax.multimodal import train as mt
+from metajax.multimodal.model import MODALITIES, MultimodalTransformer
+from metajax.multimodal.tokenize import encode, train_tokenizer
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--steps", type=int, default=20)
+  ap.add_argument("--variants", default="early:float32,late:float32,early:bfloat16")
+  args = ap.parse_args()
+  config = get_config()
+  d = soc.generate(200, 0, config.data.table_rows)
+  tok = train_tokenizer(sorted(set(d["q_text"].tolist())), config.model.vocab_size)
+  split = mt.Split(d, *encode(tok, d["q_text"].tolist(), config.model.max_text_len))
+  mesh = parallel.make_mesh()
+  bs = config.train.batch_size
+  for variant in args.variants.split(","):
+    fusion, dtype = variant.split(":")
+    config.model.fusion, config.model.dtype = fusion, dtype
+    mcfg = mt.model_config(config, tok.vocab_size)
+    graphdef, params = nnx.split(MultimodalTransformer(mcfg, rngs=nnx.Rngs(0)))
+    params = nnx.to_pure_dict(params)
+    tx = optax.adamw(1e-3)
+    state = parallel.replicate(mt.TrainState(jax.numpy.zeros((), jax.numpy.int32), params,
+                                             tx.init(params)), mesh)
+    step = mt.make_train_step(graphdef, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0)
+    batches = [parallel.shard_batch(split.batch(mt.train_indices(0, i, bs, split.size)), mesh)
+               for i in range(args.steps + 1)]
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    state, m = step(state, batches[0], key)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in batches[1:]:
+      state, m = step(state, b, key)
+    jax.block_until_ready(m)
+    dt = time.perf_counter() - t0
+    print(json.dumps({"fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
+                      "examples_per_s": round(args.steps * bs / dt, 1),
+                      "step_ms": round(1000 * dt / args.steps, 1),
+                      "first_step_s": round(compile_s, 1),
+                      "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+                      "device": f"{jax.device_count()}x {jax.devices()[0].device_kind}"}),
+          flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,49 @@
+"""Multimodal transformer (early fusion of image, text and table tokens) on Sort-of-CLEVR.
+
+Run (CPU, ~15 min of 2 cores):
+  python -m launch.main --config=configs/multimodal_sortofclevr.py --workdir=/tmp/mm_soc
+Tiny smoke run (seconds):
+  python -m launch.main --config=configs/multimodal_sortofclevr.py:tiny --workdir=/tmp/mm_tiny
+
+Writes report.md (accuracy on relational / non-relational questions beside the published
+CNN+RN and CNN+MLP, test-time modality ablations, early vs late fusion, ProtoNet few-shot
+on fused embeddings) and results.json. The issue's target is >= 95% on relational and
+non-relational questions; what this config reached on the 2-core CPU is recorded in
+notes/multimodal.md (with the curve), not promised here. Rerunning with the same workdir
+resumes from the latest checkpoint.
+"""
+
+import ml_collections
+
+
+def get_config(mode: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "multimodal"
+  c.seed = 0
+
+  c.data = dict(num_train=9800, num_test=200, table_rows=3, data_dir="")
+
+  c.model = dict(patch=15, dim=64, depth=4, heads=4, mlp_dim=128, max_text_len=16,
+                 truncate_text=False, vocab_size=256, tokenizer="", fusion="early",
+                 dtype="float32")
+
+  c.train = dict(steps=6000, batch_size=64, learning_rate=1e-3, warmup_steps=300,
+                 weight_decay=1e-4, clip_norm=1.0, regression_weight=0.0,
+                 drop=dict(image=0.1, text=0.0, table=0.3),
+                 log_every=50, eval_every=500, checkpoint_every=500, eval_questions=1000)
+  c.eval = dict(batch_size=500)
+  # A late-fusion baseline of the same encoder size trained in the same run (0: skip).
+  c.compare = dict(late_fusion_steps=2000)
+  c.fewshot = dict(ways=5, shots=5, queries=5, episodes=500)
+
+  if mode == "tiny":
+    c.data.update(num_train=40, num_test=20)
+    c.model.update(dim=16, depth=1, heads=2, mlp_dim=32)
+    c.train.update(steps=4, batch_size=8, warmup_steps=1, log_every=2, eval_every=2,
+                   checkpoint_every=2, eval_questions=40)
+    c.eval.batch_size = 64
+    c.compare.late_fusion_steps = 2
+    c.fewshot.update(ways=3, shots=2, queries=2, episodes=4)
+  elif mode:
+    raise ValueError(f"unknown mode {mode!r}; valid: '', 'tiny'")
+  return c

@@ -1,0 +1,213 @@
+"""Sort-of-CLEVR (Santoro et al. 2017) with English questions and a tabular channel.
+
+Each 75x75 RGB image (white background) holds 6 objects of unique colours
+(red, green, blue, orange, yellow, gray), each a 10x10 square or a circle of
+radius 5, centres at least 10 px apart (the original generator's rule). Per
+image, 10 non-relational and 10 relational questions as in the paper:
+
+  non-relational: shape of the <c> object; is it on the left; is it on the top
+  relational:     shape of the object closest to / furthest from <c>;
+                  how many objects have the same shape as <c> (1..6)
+
+The tabular channel lists attribute rows (colour, shape, x, y, weight) for a
+random `table_rows` of the 6 objects. `weight` (0..10 kg) exists only in the
+table, so two extra question families per image need it:
+
+  table: is the <c> object heavy (weight > 5)?  -- <c> is listed: the table alone answers
+  both:  is the object closest to <c> heavy?    -- the closest object is listed, but only
+         the image shows that no unlisted object is closer: needs image and table
+
+Answers are one of ANSWERS (10 classes). Deterministic by seed; cached under
+`default_data_dir()/sort_of_clevr/` as one .npz with a SHA-256 sidecar, written
+atomically; a cache that fails its checksum is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from metajax.data.base import default_data_dir
+from metajax.errors import ConfigError
+from metajax.runlog import atomic_write
+
+VERSION = 1
+IMAGE_SIZE = 75
+OBJECT_SIZE = 5  # half side of a square, radius of a circle
+COLOURS = ("red", "green", "blue", "orange", "yellow", "gray")
+RGB = np.array([(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 150, 0), (255, 255, 0),
+                (128, 128, 128)], np.uint8)
+SHAPES = ("square", "circle")
+ANSWERS = ("yes", "no", "square", "circle", "1", "2", "3", "4", "5", "6")
+# Question families; GROUP says which accuracy each one counts towards.
+FAMILIES = ("shape", "left", "top", "closest", "furthest", "count", "heavy", "closest_heavy")
+GROUP = {"shape": "non-relational", "left": "non-relational", "top": "non-relational",
+         "closest": "relational", "furthest": "relational", "count": "relational",
+         "heavy": "table", "closest_heavy": "image+table"}
+TEMPLATES = {
+    "shape": "what shape is the {} object?",
+    "left": "is the {} object on the left?",
+    "top": "is the {} object on the top?",
+    "closest": "what shape is the object closest to the {} object?",
+    "furthest": "what shape is the object furthest from the {} object?",
+    "count": "how many objects have the same shape as the {} object?",
+    "heavy": "is the {} object heavy?",
+    "closest_heavy": "is the object closest to the {} object heavy?",
+}
+# Table schema: categorical columns with their values, numeric columns with (offset, scale).
+TABLE_CATEGORICAL = {"colour": COLOURS, "shape": SHAPES}
+TABLE_NUMERIC = {"x": (0.0, float(IMAGE_SIZE)), "y": (0.0, float(IMAGE_SIZE)), "weight": (0.0, 10.0)}
+
+
+def _render(centres: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+  img = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
+  yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
+  for c, ((x, y), s) in enumerate(zip(centres, shapes)):
+    if s == 0:
+      mask = (np.abs(xx - x) <= OBJECT_SIZE) & (np.abs(yy - y) <= OBJECT_SIZE)
+    else:
+      mask = (xx - x) ** 2 + (yy - y) ** 2 <= OBJECT_SIZE ** 2
+    img[mask] = RGB[c]
+  return img
+
+
+def _centres(rng: np.random.Generator) -> np.ndarray:
+  out = []
+  while len(out) < len(COLOURS):
+    c = rng.integers(OBJECT_SIZE, IMAGE_SIZE - OBJECT_SIZE, 2)
+    if all(((c - o) ** 2).sum() >= (2 * OBJECT_SIZE) ** 2 for o in out):
+      out.append(c)
+  return np.array(out)
+
+
+def generate(num_images: int, seed: int, table_rows: int = 3,
+             questions_per_kind: int = 10, table_questions: int = 2) -> dict[str, np.ndarray]:
+  """Generates `num_images` scenes with their questions; pure function of the arguments.
+
+  Returns numpy arrays:
+    images [I, 75, 75, 3] uint8; centres [I, 6, 2] int (x, y); shapes [I, 6] (0 square, 1 circle);
+    weights [I, 6] float32; table_cat [I, R, 2] int32 (colour, shape); table_num [I, R, 3]
+    float32 raw (x, y, weight); table_mask [I, R] bool (all True: R rows per image);
+    q_image [Q] int32 (image index); q_family [Q] int32 (index into FAMILIES);
+    q_colour [Q] int32; q_answer [Q] int32 (index into ANSWERS);
+    q_target [Q] int32 (colour of the object the answer is about, e.g. the closest one);
+    q_text [Q] str.
+  Q = I * (2 * questions_per_kind + table_questions).
+  """
+  if not 0 <= table_rows <= len(COLOURS):
+    raise ConfigError("data.table_rows", table_rows, "a scene has 6 objects", "0..6")
+  rng = np.random.default_rng(seed)
+  n = len(COLOURS)
+  images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  centres = np.empty((num_images, n, 2), np.int64)
+  shapes = np.empty((num_images, n), np.int64)
+  weights = np.empty((num_images, n), np.float32)
+  table_cat = np.zeros((num_images, table_rows, 2), np.int32)
+  table_num = np.zeros((num_images, table_rows, 3), np.float32)
+  qs: dict[str, list] = {k: [] for k in ("image", "family", "colour", "answer", "target")}
+  fam = {f: i for i, f in enumerate(FAMILIES)}
+  ans = {a: i for i, a in enumerate(ANSWERS)}
+  for i in range(num_images):
+    cen = _centres(rng)
+    shp = rng.integers(0, 2, n)
+    wgt = np.round(rng.uniform(0.0, 10.0, n), 1).astype(np.float32)
+    images[i], centres[i], shapes[i], weights[i] = _render(cen, shp), cen, shp, wgt
+    listed = np.sort(rng.permutation(n)[:table_rows])
+    listed = listed[rng.permutation(table_rows)]  # row order carries no information
+    table_cat[i] = np.stack([listed, shp[listed]], -1)
+    table_num[i] = np.concatenate([cen[listed], wgt[listed, None]], -1)
+    d = ((cen[:, None] - cen[None]) ** 2).sum(-1).astype(np.float64)
+    np.fill_diagonal(d, np.inf)
+    closest = d.argmin(1)
+    np.fill_diagonal(d, -np.inf)
+    furthest = d.argmax(1)
+
+    def ask(family, c, answer, target):
+      qs["image"].append(i), qs["family"].append(fam[family]), qs["colour"].append(c)
+      qs["answer"].append(ans[answer]), qs["target"].append(target)
+
+    for _ in range(questions_per_kind):  # non-relational
+      c = int(rng.integers(n))
+      kind = ("shape", "left", "top")[rng.integers(3)]
+      if kind == "shape":
+        ask(kind, c, SHAPES[shp[c]], c)
+      elif kind == "left":
+        ask(kind, c, "yes" if cen[c, 0] < IMAGE_SIZE / 2 else "no", c)
+      else:
+        ask(kind, c, "yes" if cen[c, 1] < IMAGE_SIZE / 2 else "no", c)
+    for _ in range(questions_per_kind):  # relational
+      c = int(rng.integers(n))
+      kind = ("closest", "furthest", "count")[rng.integers(3)]
+      if kind == "closest":
+        ask(kind, c, SHAPES[shp[closest[c]]], int(closest[c]))
+      elif kind == "furthest":
+        ask(kind, c, SHAPES[shp[furthest[c]]], int(furthest[c]))
+      else:
+        ask(kind, c, str(int((shp == shp[c]).sum())), c)
+    for t in range(table_questions):  # need the table (alternating families)
+      heavy = lambda o: "yes" if wgt[o] > 5.0 else "no"
+      both_ok = [c for c in range(n) if closest[c] in listed]
+      if table_rows and (t % 2 == 0 or not both_ok):
+        c = int(rng.choice(listed))
+        ask("heavy", c, heavy(c), c)
+      elif both_ok:
+        c = int(rng.choice(both_ok))
+        ask("closest_heavy", c, heavy(closest[c]), int(closest[c]))
+  out = dict(images=images, centres=centres, shapes=shapes, weights=weights,
+             table_cat=table_cat, table_num=table_num,
+             table_mask=np.ones((num_images, table_rows), bool))
+  out.update({f"q_{k}": np.asarray(v, np.int32) for k, v in qs.items()})
+  out["q_text"] = np.array([TEMPLATES[FAMILIES[f]].format(COLOURS[c])
+                            for f, c in zip(out["q_family"], out["q_colour"])])
+  return out
+
+
+def _digest(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: int = 0,
+         table_rows: int = 3) -> dict[str, dict[str, np.ndarray]]:
+  """{'train': generate(...), 'test': generate(...)}, from the cache when it is intact.
+
+  Train and test come from different seeds derived from `seed`. The cache file is
+  named by every argument, so different sizes never collide.
+  """
+  for key, v in (("data.num_train", num_train), ("data.num_test", num_test)):
+    if v <= 0:
+      raise ConfigError(key, v, "must be positive", ">= 1")
+  directory = os.path.join(default_data_dir(data_dir), "sort_of_clevr")
+  name = f"v{VERSION}-train{num_train}-test{num_test}-seed{seed}-rows{table_rows}"
+  path, meta = os.path.join(directory, name + ".npz"), os.path.join(directory, name + ".json")
+  if os.path.exists(path) and os.path.exists(meta):
+    try:
+      with open(meta) as f:
+        ok = json.load(f).get("sha256") == _digest(path)
+      if ok:
+        with np.load(path, allow_pickle=False) as z:
+          return _unflatten(dict(z))
+    except (OSError, ValueError, json.JSONDecodeError):
+      pass  # corrupt: rebuilt below
+  splits = {"train": generate(num_train, seed * 2 + 1, table_rows),
+            "test": generate(num_test, seed * 2 + 2, table_rows)}
+  import io
+  buf = io.BytesIO()
+  np.savez(buf, **{f"{s}/{k}": v for s, d in splits.items() for k, v in d.items()})
+  atomic_write(path, buf.getvalue())
+  atomic_write(meta, json.dumps({"sha256": _digest(path), "version": VERSION}))
+  return splits
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+  out: dict[str, dict[str, np.ndarray]] = {}
+  for k, v in flat.items():
+    split, _, name = k.partition("/")
+    out.setdefault(split, {})[name] = v
+  return out

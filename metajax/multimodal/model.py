@@ -1,0 +1,260 @@
+"""One Flax NNX transformer over image, text and table tokens (early fusion), and a
+late-fusion baseline of the same encoder size.
+
+Tokens. Image: non-overlapping `patch` x `patch` patches (einops), one linear map each,
+plus a learned position per patch. Text: token embedding plus position. Table: one
+token per cell; a categorical cell is an embedding of its value, a numeric cell is
+`value * w_f + b_f` (per-feature linear), plus a column and a row embedding. Every
+token also gets its modality-type embedding; a CLS token leads the sequence.
+
+Masks. A key mask hides padding (text pads, empty table rows) and absent modalities:
+`batch['present']` [B, 3] (image, text, table) drops a modality for some examples;
+leaving its keys out of the batch drops it for all (its tokens are not even built).
+
+Fusion. 'early': one pre-LN encoder over the joint sequence, CLS pooled. 'late': the
+same encoder (same weights and depth) runs over each modality alone with its own CLS;
+the pooled vectors of present modalities are concatenated and mixed by one dense layer.
+
+Example (a researcher's own batch; see `inputs.Preprocessor` for raw images/strings/tables):
+
+  >>> import jax.numpy as jnp
+  >>> from flax import nnx
+  >>> from metajax.multimodal import ModelConfig, MultimodalTransformer
+  >>> cfg = ModelConfig(image_shape=(32, 32, 3), patch=8, vocab_size=100, max_text_len=8,
+  ...                   table_categorical=(4,), table_numeric=2, table_rows=3,
+  ...                   dim=32, depth=2, heads=4, num_classes=5, num_regression=1)
+  >>> model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
+  >>> out = model({'image': jnp.zeros((2, 32, 32, 3), jnp.uint8),
+  ...              'text': jnp.ones((2, 8), jnp.int32), 'text_mask': jnp.ones((2, 8), bool),
+  ...              'table_cat': jnp.zeros((2, 3, 1), jnp.int32),
+  ...              'table_num': jnp.zeros((2, 3, 2)), 'table_mask': jnp.ones((2, 3), bool)})
+  >>> out['logits'].shape, out['regression'].shape, out['embedding'].shape
+  ((2, 5), (2, 1), (2, 32))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from metajax.errors import ConfigError
+
+MODALITIES = ("image", "text", "table")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of a multimodal transformer. `table_categorical`: vocabulary size per categorical column."""
+  image_shape: tuple[int, int, int] = (75, 75, 3)
+  patch: int = 15
+  vocab_size: int = 256
+  max_text_len: int = 16
+  table_categorical: tuple[int, ...] = ()
+  table_numeric: int = 0
+  table_rows: int = 0
+  dim: int = 64
+  depth: int = 4
+  heads: int = 4
+  mlp_dim: int = 128
+  num_classes: int = 10
+  num_regression: int = 0
+  fusion: str = "early"
+  dtype: str = "float32"
+
+  def validate(self) -> None:
+    """ConfigError (key prefixed `model.`) for sizes that cannot build a model."""
+    for key in ("patch", "vocab_size", "max_text_len", "dim", "depth", "heads", "mlp_dim",
+                "num_classes"):
+      if getattr(self, key) <= 0:
+        raise ConfigError(f"model.{key}", getattr(self, key), "must be positive", ">= 1")
+    h, w, _ = self.image_shape
+    if h % self.patch or w % self.patch:
+      raise ConfigError("model.patch", self.patch, f"must divide the image size {h}x{w}",
+                        ", ".join(str(p) for p in range(1, h + 1) if h % p == 0 and w % p == 0))
+    if self.dim % self.heads:
+      raise ConfigError("model.heads", self.heads, f"must divide model.dim={self.dim}",
+                        ", ".join(str(p) for p in range(1, self.dim + 1) if self.dim % p == 0))
+    if self.fusion not in ("early", "late"):
+      raise ConfigError("model.fusion", self.fusion, "unknown fusion", "'early', 'late'")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ConfigError("model.dtype", self.dtype, "unknown compute dtype", "'float32', 'bfloat16'")
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_shape[0] // self.patch) * (self.image_shape[1] // self.patch)
+
+
+class Block(nnx.Module):
+  """Pre-LN transformer block: x + MHA(LN(x)), x + MLP(LN(x))."""
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, dtype, *, rngs: nnx.Rngs):
+    self.heads = heads
+    self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.fc1 = nnx.Linear(dim, mlp_dim, dtype=dtype, rngs=rngs)
+    self.fc2 = nnx.Linear(mlp_dim, dim, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """x [B, S, D]; key_mask [B, S] bool (False: no token may attend to it)."""
+    q, k, v = rearrange(self.qkv(self.ln1(x)), "b s (t h d) -> t b h s d", t=3, h=self.heads)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    logits = jnp.where(key_mask[:, None, None, :], logits, -1e9)
+    attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    y = rearrange(jnp.einsum("bhqk,bhkd->bhqd", attn, v), "b h s d -> b s (h d)")
+    x = x + self.out(y).astype(x.dtype)
+    return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x)))).astype(x.dtype)
+
+
+def _param(rngs: nnx.Rngs, *shape: int, scale: float = 0.02) -> nnx.Param:
+  return nnx.Param(scale * jax.random.normal(rngs.params(), shape))
+
+
+class MultimodalTransformer(nnx.Module):
+  """Image + text + table tokens -> {'logits' [B, C], 'regression' [B, R], 'embedding' [B, D]}."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    cfg.validate()
+    self.cfg = cfg
+    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    d = cfg.dim
+    h, w, c = cfg.image_shape
+    self.patch_embed = nnx.Linear(cfg.patch * cfg.patch * c, d, dtype=dtype, rngs=rngs)
+    self.patch_pos = _param(rngs, cfg.num_patches, d)
+    self.tok_embed = nnx.Embed(cfg.vocab_size, d, dtype=dtype, rngs=rngs)
+    self.text_pos = _param(rngs, cfg.max_text_len, d)
+    n_cat = len(cfg.table_categorical)
+    # All categorical columns share one table; column j's values start at offset[j].
+    self.cat_offsets = tuple(int(sum(cfg.table_categorical[:j])) for j in range(n_cat))
+    self.cat_embed = nnx.Embed(max(1, sum(cfg.table_categorical)), d, dtype=dtype, rngs=rngs)
+    self.num_w = _param(rngs, max(1, cfg.table_numeric), d, scale=1.0)
+    self.num_b = _param(rngs, max(1, cfg.table_numeric), d)
+    self.col_embed = _param(rngs, max(1, n_cat + cfg.table_numeric), d)
+    self.row_embed = _param(rngs, max(1, cfg.table_rows), d)
+    self.type_embed = _param(rngs, 1 + len(MODALITIES), d)  # CLS, image, text, table
+    self.cls = _param(rngs, len(MODALITIES) if cfg.fusion == "late" else 1, d)
+    self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
+                            for _ in range(cfg.depth)])
+    self.norm = nnx.LayerNorm(d, rngs=rngs)
+    if cfg.fusion == "late":
+      self.fuse = nnx.Linear(len(MODALITIES) * d, d, rngs=rngs)
+    self.classifier = nnx.Linear(d, cfg.num_classes, rngs=rngs)
+    self.regressor = nnx.Linear(d, max(1, cfg.num_regression), rngs=rngs)
+
+  # -- tokenizers: each returns tokens [B, S_m, D] and a key mask [B, S_m] ---------------
+  def _image_tokens(self, image: jax.Array):
+    x = image.astype(jnp.float32)
+    if image.dtype == jnp.uint8:
+      x = x / 255.0
+    x = rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=self.cfg.patch, q=self.cfg.patch)
+    t = self.patch_embed(x).astype(jnp.float32) + self.patch_pos[...]
+    return t, jnp.ones(t.shape[:2], bool)
+
+  def _text_tokens(self, ids: jax.Array, mask: jax.Array):
+    t = self.tok_embed(ids).astype(jnp.float32) + self.text_pos[...][: ids.shape[1]]
+    return t, mask.astype(bool)
+
+  def _table_tokens(self, cat: jax.Array, num: jax.Array, row_mask: jax.Array):
+    cols = []
+    if self.cat_offsets:
+      cols.append(self.cat_embed(cat + jnp.array(self.cat_offsets)).astype(jnp.float32))
+    if self.cfg.table_numeric:
+      cols.append(num[..., None].astype(jnp.float32) * self.num_w[...] + self.num_b[...])
+    t = jnp.concatenate(cols, axis=2)                       # [B, R, F, D]
+    t = t + self.col_embed[...][: t.shape[2]] + self.row_embed[...][: t.shape[1], None]
+    b, r, f, _ = t.shape
+    mask = jnp.broadcast_to(row_mask.astype(bool)[:, :, None], (b, r, f))
+    return t.reshape(b, r * f, -1), mask.reshape(b, r * f)
+
+  def tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """Modality -> (tokens [B, S_m, D] with type embedding, key mask [B, S_m]) for the present keys."""
+    check_batch(self.cfg, batch)
+    out = {}
+    if "image" in batch:
+      out["image"] = self._image_tokens(batch["image"])
+    if "text" in batch:
+      out["text"] = self._text_tokens(batch["text"], batch["text_mask"])
+    if "table_cat" in batch or "table_num" in batch:
+      b = next(iter(batch.values())).shape[0]
+      cat = batch.get("table_cat", jnp.zeros((b, self.cfg.table_rows, 0), jnp.int32))
+      num = batch.get("table_num", jnp.zeros((b, self.cfg.table_rows, 0)))
+      out["table"] = self._table_tokens(cat, num, batch["table_mask"])
+    present = batch.get("present")
+    for m, (t, mask) in out.items():
+      i = MODALITIES.index(m)
+      if present is not None:
+        mask = mask & present[:, i:i + 1].astype(bool)
+      out[m] = (t + self.type_embed[...][1 + i], mask)
+    return out
+
+  def _encode(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    x = x.astype(self.blocks[0].qkv.dtype or jnp.float32)
+    for block in self.blocks:
+      x = block(x, mask)
+    return self.norm(x[:, 0].astype(jnp.float32))
+
+  def __call__(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    toks = self.tokens(batch)
+    if not toks:
+      raise ConfigError("batch", sorted(batch), "no modality given",
+                        "at least one of 'image', 'text', 'table_cat'/'table_num'")
+    b = next(iter(toks.values()))[0].shape[0]
+    d = self.cfg.dim
+    if self.cfg.fusion == "early":
+      cls = jnp.broadcast_to(self.cls[...][0] + self.type_embed[...][0], (b, 1, d))
+      x = jnp.concatenate([cls] + [t for t, _ in toks.values()], axis=1)
+      mask = jnp.concatenate([jnp.ones((b, 1), bool)] + [m for _, m in toks.values()], axis=1)
+      emb = self._encode(x, mask)
+    else:
+      pooled = []
+      for i, m in enumerate(MODALITIES):
+        if m not in toks:
+          pooled.append(jnp.zeros((b, d)))
+          continue
+        t, mask = toks[m]
+        cls = jnp.broadcast_to(self.cls[...][i] + self.type_embed[...][0], (b, 1, d))
+        p = self._encode(jnp.concatenate([cls, t], 1),
+                         jnp.concatenate([jnp.ones((b, 1), bool), mask], 1))
+        # An absent modality (all its tokens masked) contributes nothing.
+        pooled.append(p * mask.any(1, keepdims=True))
+      emb = jax.nn.gelu(self.fuse(jnp.concatenate(pooled, -1)))
+    return {"logits": self.classifier(emb).astype(jnp.float32),
+            "regression": self.regressor(emb).astype(jnp.float32), "embedding": emb}
+
+
+def check_batch(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
+  """ConfigError naming what was expected when a batch's shapes do not fit `cfg` (trace time)."""
+  known = {"image", "text", "text_mask", "table_cat", "table_num", "table_mask", "present"}
+  extra = sorted(set(batch) - known)
+  if extra:
+    raise ConfigError("batch", extra, "unknown keys", ", ".join(sorted(known)))
+  if "image" in batch:
+    shape = tuple(batch["image"].shape[1:])
+    if shape != tuple(cfg.image_shape):
+      raise ConfigError("batch.image", f"shape {shape}",
+                        "images must have the size and channels the model was built for",
+                        f"[batch, {', '.join(map(str, cfg.image_shape))}] (H, W, C)")
+  if "text" in batch:
+    if "text_mask" not in batch:
+      raise ConfigError("batch.text_mask", None, "text needs its padding mask",
+                        "bool [batch, length], True on real tokens")
+    n = batch["text"].shape[1]
+    if n > cfg.max_text_len:
+      raise ConfigError("batch.text", f"{n} tokens",
+                        f"longer than model.max_text_len={cfg.max_text_len}; encode with "
+                        "inputs.Preprocessor (truncate_text=True cuts and warns)",
+                        f"<= {cfg.max_text_len} tokens")
+  if "table_cat" in batch or "table_num" in batch:
+    if "table_mask" not in batch:
+      raise ConfigError("batch.table_mask", None, "a table needs its row mask", "bool [batch, rows]")
+    for key, want in (("table_cat", len(cfg.table_categorical)), ("table_num", cfg.table_numeric)):
+      got = batch[key].shape if key in batch else None
+      if want and (got is None or got[1:] != (cfg.table_rows, want)):
+        raise ConfigError(f"batch.{key}", got, "table does not match the schema the model was "
+                          "built for", f"[batch, {cfg.table_rows} rows, {want} columns]")

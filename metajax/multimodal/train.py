@@ -1,0 +1,384 @@
+"""Sort-of-CLEVR training and evaluation of the multimodal transformer (`experiment='multimodal'`).
+
+Sections: validation -> data -> mesh -> model and optimizer -> step -> checkpoint/resume ->
+loop with periodic evals -> late-fusion baseline -> test-set evals (ablations, robustness)
+-> few-shot ProtoNet on fused embeddings -> report.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from metajax import checkpoint, parallel, report, runlog
+from metajax.data import sort_of_clevr as soc
+from metajax.errors import ConfigError, require_in, require_positive
+from metajax.multimodal import fewshot
+from metajax.multimodal.model import MODALITIES, ModelConfig, MultimodalTransformer
+from metajax.multimodal.tokenize import encode, load_tokenizer, train_tokenizer
+
+GROUPS = ("non-relational", "relational", "table", "image+table")
+# Test-time modality subsets: name -> present (image, text, table).
+SUBSETS = {"image+text+table": (1, 1, 1), "image+text": (1, 1, 0), "text+table": (0, 1, 1),
+           "text only": (0, 1, 0), "image only": (1, 0, 0), "image+table": (1, 0, 1)}
+PUBLISHED = [  # Santoro et al. 2017, Sort-of-CLEVR, as stated in the paper's text
+    ("CNN+MLP (published)", "> 94 (\"reached this performance\")", "63"),
+    ("CNN+RN (published)", "> 94", "> 94")]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+# --- validation: every check before any expensive work ------------------------------------
+def validate(config) -> None:
+  require_positive(config, "data.num_train", "data.num_test", "model.dim", "model.depth",
+                   "model.heads", "model.mlp_dim", "model.patch", "model.max_text_len",
+                   "train.steps", "train.batch_size", "train.learning_rate", "train.log_every",
+                   "train.eval_every", "train.checkpoint_every", "train.eval_questions",
+                   "eval.batch_size")
+  require_positive(config, "train.warmup_steps", "train.weight_decay", "train.regression_weight",
+                   "compare.late_fusion_steps", "fewshot.episodes", allow_zero=True)
+  if not 0 <= config.data.table_rows <= len(soc.COLOURS):
+    raise ConfigError("data.table_rows", config.data.table_rows, "a scene has 6 objects", "0..6")
+  for m in MODALITIES:
+    p = config.train.drop[m]
+    if not 0.0 <= p < 1.0:
+      raise ConfigError(f"train.drop.{m}", p, "a drop probability", "0 <= p < 1")
+  require_in("model.fusion", config.model.fusion, ("early", "late"))
+  require_in("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+  n = jax.device_count()
+  if config.train.batch_size % n:
+    raise ConfigError("train.batch_size", config.train.batch_size,
+                      f"must split evenly over the {n} devices of the data mesh",
+                      f"a multiple of {n}")
+  if config.model.tokenizer and not os.path.isdir(config.model.tokenizer):
+    raise ConfigError("model.tokenizer", config.model.tokenizer, "no tokenizer directory there",
+                      "'' (train one on the questions) or a save_pretrained directory")
+  model_config(config, vocab_size=1).validate()
+  if config.fewshot.episodes:
+    for k in ("ways", "shots", "queries"):
+      require_positive(config, f"fewshot.{k}")
+    if config.fewshot.ways > len(soc.COLOURS):
+      raise ConfigError("fewshot.ways", config.fewshot.ways, "there are 6 colour classes", "1..6")
+
+
+def model_config(config, vocab_size: int, fusion: str | None = None) -> ModelConfig:
+  m = config.model
+  return ModelConfig(
+      image_shape=(soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), patch=m.patch, vocab_size=vocab_size,
+      max_text_len=m.max_text_len,
+      table_categorical=tuple(len(v) for v in soc.TABLE_CATEGORICAL.values()),
+      table_numeric=len(soc.TABLE_NUMERIC), table_rows=config.data.table_rows, dim=m.dim,
+      depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, num_classes=len(soc.ANSWERS),
+      num_regression=2, fusion=fusion or m.fusion, dtype=m.dtype)
+
+
+# --- data: scenes, tokenized questions, host-side batches --------------------------------
+class Split:
+  """A split as flat numpy arrays; `batch(idx)` gathers the model inputs of questions `idx`."""
+
+  def __init__(self, d: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray):
+    self.d, self.ids, self.mask = d, ids, mask
+    offs = np.array([o for o, _ in soc.TABLE_NUMERIC.values()], np.float32)
+    scale = np.array([s for _, s in soc.TABLE_NUMERIC.values()], np.float32)
+    self.table_num = (d["table_num"] - offs) / scale
+    self.size = len(d["q_answer"])
+    self.group = np.array([GROUPS.index(soc.GROUP[soc.FAMILIES[f]]) for f in d["q_family"]])
+    img = d["q_image"]
+    self.target_xy = (d["centres"][img, d["q_target"]] / soc.IMAGE_SIZE).astype(np.float32)
+
+  def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    img = self.d["q_image"][idx]
+    return {"image": self.d["images"][img], "text": self.ids[idx], "text_mask": self.mask[idx],
+            "table_cat": self.d["table_cat"][img], "table_num": self.table_num[img],
+            "table_mask": self.d["table_mask"][img], "answer": self.d["q_answer"][idx],
+            "target_xy": self.target_xy[idx]}
+
+
+def load_data(config, workdir: str):
+  splits = soc.load(config.data.data_dir, config.data.num_train, config.data.num_test,
+                    config.seed, config.data.table_rows)
+  tok_dir = config.model.tokenizer or os.path.join(workdir, "tokenizer")
+  if os.path.isdir(tok_dir):
+    tok = load_tokenizer(tok_dir)
+  else:  # trained on the training questions only; saved with the run
+    tok = train_tokenizer(sorted(set(splits["train"]["q_text"].tolist())),
+                          config.model.vocab_size, tok_dir if runlog.jax.process_index() == 0 else "")
+  out = {}
+  for name, d in splits.items():
+    ids, mask = encode(tok, d["q_text"].tolist(), config.model.max_text_len,
+                       config.model.truncate_text)
+    out[name] = Split(d, ids, mask)
+  return out, tok
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_indices(seed: int, step: int, batch: int, n: int) -> np.ndarray:
+  """Question indices of `step`: a deterministic function of (seed, step), so a resumed run
+  sees exactly the batches an uninterrupted one would."""
+  per_epoch = n // batch
+  epoch, pos = divmod(step, per_epoch)
+  return _epoch_order(seed, epoch, n)[pos * batch:(pos + 1) * batch]
+
+
+# --- step ----------------------------------------------------------------------------------
+INPUT_KEYS = ("image", "text", "text_mask", "table_cat", "table_num", "table_mask")
+
+
+def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_weight: float):
+  """A jitted pure `(state, batch, key) -> (state, metrics)`; the state is donated."""
+  drop_p = jnp.array(drop)
+
+  def loss_fn(params, batch, key):
+    b = batch["answer"].shape[0]
+    # Modality dropout: each example loses each modality with its own probability, so the
+    # model learns to answer from whatever is present.
+    present = jax.random.uniform(key, (b, len(MODALITIES))) >= drop_p
+    model = nnx.merge(graphdef, params)
+    out = model({**{k: batch[k] for k in INPUT_KEYS}, "present": present})
+    ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["answer"]).mean()
+    reg = ((out["regression"] - batch["target_xy"]) ** 2).mean()
+    acc = (out["logits"].argmax(-1) == batch["answer"]).mean()
+    return ce + regression_weight * reg, {"train/ce": ce, "train/regression_mse": reg,
+                                          "train/accuracy": acc}
+
+  def step(state: TrainState, batch, key):
+    key = jax.random.fold_in(key, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"train/loss": loss, "train/grad_norm": optax.global_norm(grads), **aux}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_predict(graphdef):
+  """Jitted `(params, batch, present [B, 3]) -> (predicted answers [B], embeddings [B, D])`."""
+  @jax.jit
+  def predict(params, batch, present):
+    out = nnx.merge(graphdef, params)({**{k: batch[k] for k in INPUT_KEYS}, "present": present})
+    return out["logits"].argmax(-1), out["embedding"]
+  return predict
+
+
+def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1, 1),
+             indices: np.ndarray | None = None, want_embeddings: bool = False):
+  """Accuracy per question group (and overall) on `indices` of `split` with modalities `present`."""
+  idx = np.arange(split.size) if indices is None else indices
+  preds, embs = [], []
+  n_dev = mesh.devices.size
+  for s in range(0, len(idx), batch_size):
+    chunk = idx[s:s + batch_size]
+    pad = (-len(chunk)) % max(batch_size, n_dev) if len(chunk) < batch_size else 0
+    padded = np.concatenate([chunk, np.repeat(chunk[:1], pad)])
+    batch = parallel.shard_batch(split.batch(padded), mesh)
+    pres = parallel.shard_batch(np.tile(np.array(present, bool), (len(padded), 1)), mesh)
+    p, e = predict(params, batch, pres)
+    preds.append(np.asarray(p)[:len(chunk)])
+    if want_embeddings:
+      embs.append(np.asarray(e, np.float32)[:len(chunk)])
+  pred = np.concatenate(preds)
+  correct = pred == split.d["q_answer"][idx]
+  group = split.group[idx]
+  acc = {g: float(correct[group == i].mean()) if (group == i).any() else float("nan")
+         for i, g in enumerate(GROUPS)}
+  acc["all"] = float(correct.mean())
+  return (acc, np.concatenate(embs)) if want_embeddings else acc
+
+
+# --- one training run (used for the main model and the late-fusion baseline) --------------
+def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str):
+  t = config.train
+  model = MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed))
+  graphdef, params = nnx.split(model)
+  params = nnx.to_pure_dict(params)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
+                                                max(steps, t.warmup_steps + 1))
+  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                   optax.adamw(schedule, weight_decay=t.weight_decay))
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  state = parallel.replicate(state, mesh)
+  mngr = checkpoint.manager(workdir)
+  state, restored = checkpoint.restore_or(mngr, state)
+  start = int(restored or 0)
+  if restored is not None:
+    logging.info("%s: resumed from step %d", label, start)
+  step_fn = make_train_step(graphdef, tx, tuple(t.drop[m] for m in MODALITIES),
+                            t.regression_weight)
+  predict = make_predict(graphdef)
+  writer = runlog.MetricWriter(workdir, resume_step=restored)
+  prior = [r for r in runlog.read_metrics(workdir) if "time_s" in r]
+  elapsed = prior[-1]["time_s"] if (prior and restored is not None) else 0.0
+  train, test = data["train"], data["test"]
+  eval_idx = np.random.default_rng(config.seed).permutation(test.size)[:t.eval_questions]
+  key = jax.random.key(config.seed)
+  bar = runlog.progress(steps, start, desc=label)
+  tick, ticked_step = time.perf_counter(), start
+  for step in range(start, steps):
+    batch = parallel.shard_batch(train.batch(train_indices(config.seed, step, t.batch_size,
+                                                           train.size)), mesh)
+    state, metrics = step_fn(state, batch, key)
+    done = step + 1
+    bar.update(1)
+    if done % t.log_every == 0 or done == steps:
+      metrics = jax.device_get(metrics)
+      runlog.check_finite(done, metrics)
+      now = time.perf_counter()
+      elapsed += now - tick
+      metrics["train/examples_per_s"] = (done - ticked_step) * t.batch_size / (now - tick)
+      tick, ticked_step = now, done
+      writer.write(done, {**metrics, "time_s": elapsed, "examples": done * t.batch_size})
+    if done % t.eval_every == 0 or done == steps:
+      t0 = time.perf_counter()
+      acc = evaluate(predict, state.params, test, mesh, config.eval.batch_size,
+                     indices=eval_idx)
+      writer.write(done, {f"eval/{g}": v for g, v in acc.items()})
+      tick += time.perf_counter() - t0  # evals are not training time
+    if done % t.checkpoint_every == 0 or done == steps:
+      checkpoint.save(mngr, done, state)
+  bar.close()
+  mngr.wait_until_finished()
+  writer.close()
+  return state, graphdef, predict
+
+
+def _first_reaching(rows, target: float):
+  for r in rows:
+    if r.get("eval/relational", 0) >= target and r.get("eval/non-relational", 0) >= target:
+      return r["step"]
+  return None
+
+
+# --- entry point ----------------------------------------------------------------------------
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains on Sort-of-CLEVR, evaluates ablations/robustness/few-shot, writes report.md.
+
+  Returns {'report': path, 'accuracy': {subset: {group: acc}}, 'late_fusion': {...} or None,
+  'fewshot': {...}, 'params': count}.
+  """
+  validate(config)
+  resumed = runlog.prepare_workdir(workdir, config)
+  logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
+  mesh = parallel.make_mesh()
+  data, tok = load_data(config, workdir)
+  if config.fewshot.episodes:
+    fewshot.check(config, data["test"])
+  mcfg = model_config(config, tok.vocab_size)
+  state, graphdef, predict = _train(config, workdir, data, mcfg, config.train.steps, mesh,
+                                    f"{mcfg.fusion} fusion")
+  test = data["test"]
+  bs = config.eval.batch_size
+  accuracy = {name: evaluate(predict, state.params, test, mesh, bs, present=p)
+              for name, p in SUBSETS.items()}
+  late = None
+  if config.compare.late_fusion_steps:
+    other = "late" if mcfg.fusion == "early" else "early"
+    ldir = os.path.join(workdir, f"{other}_fusion")
+    os.makedirs(ldir, exist_ok=True)
+    lcfg = model_config(config, tok.vocab_size, fusion=other)
+    lstate, _, lpredict = _train(config, ldir, data, lcfg, config.compare.late_fusion_steps,
+                                 mesh, f"{other} fusion")
+    late = {"fusion": other, "steps": config.compare.late_fusion_steps,
+            "accuracy": {n: evaluate(lpredict, lstate.params, test, mesh, bs, present=p)
+                         for n, p in SUBSETS.items() if n in ("image+text+table", "image+text")},
+            "rows": runlog.read_metrics(ldir)}
+  fs = None
+  if config.fewshot.episodes:
+    fs = fewshot.evaluate_closest_colour(config, mcfg, graphdef, state.params, predict, test, mesh)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  path = write_report(config, workdir, mcfg, accuracy, late, fs, n_params)
+  return {"report": path, "accuracy": accuracy, "late_fusion": late and late["accuracy"],
+          "fewshot": fs, "params": int(n_params)}
+
+
+def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
+  rows = runlog.read_metrics(workdir)
+  pct = lambda v: f"{100 * v:.1f}"
+  full = accuracy["image+text+table"]
+  t = config.train
+  last_time = [r for r in rows if "time_s" in r]
+  secs = last_time[-1]["time_s"] if last_time else float("nan")
+  reach = _first_reaching(rows, 0.95)
+  lines = [f"# Multimodal transformer on Sort-of-CLEVR ({mcfg.fusion} fusion)", "",
+           f"{config.data.num_train} training images ({data_desc(config)}); test: "
+           f"{config.data.num_test} images. Model: dim {mcfg.dim}, "
+           f"depth {mcfg.depth}, heads {mcfg.heads}, patch {mcfg.patch} "
+           f"({mcfg.num_patches} image tokens), {n_params:,} parameters, {mcfg.dtype}. "
+           f"{t.steps} steps x batch {t.batch_size} = {t.steps * t.batch_size:,} examples, "
+           f"{secs:.0f} s of training on {jax.device_count()} {jax.devices()[0].platform} device(s). "
+           f"Modality dropout in training: {dict(t.drop)}; regression (object x, y) loss weight "
+           f"{t.regression_weight}.", "",
+           "## Accuracy (%) beside the published Relation Network results", "",
+           report.md_table(["model", "non-relational", "relational"],
+                           [list(r) for r in PUBLISHED] +
+                           [[f"this run, {mcfg.fusion} fusion, all modalities",
+                             pct(full["non-relational"]), pct(full["relational"])]] +
+                           ([[f"this run, {late['fusion']} fusion ({late['steps']} steps)",
+                              pct(late["accuracy"]["image+text+table"]["non-relational"]),
+                              pct(late["accuracy"]["image+text+table"]["relational"])]]
+                            if late else [])), "",
+           f"Target (>= 95% on both): " + (f"first reached at step {reach} "
+                                            f"({reach * t.batch_size:,} examples) on the periodic "
+                                            f"eval subset ({t.eval_questions} test questions)."
+                                            if reach else "not reached in this run."), "",
+           "## Modality ablations and robustness (test-time subsets, %)", "",
+           "One model trained with all three modalities and modality dropout, evaluated with "
+           "modalities removed at test time. 'table' questions ask a weight listed only in the "
+           "table; 'image+table' ones need both.", "",
+           report.md_table(["present at test"] + list(GROUPS) + ["all"],
+                           [[n] + [pct(a[g]) for g in GROUPS + ("all",)]
+                            for n, a in accuracy.items()])]
+  if late:
+    lines += ["", f"## Early vs late fusion (same encoder size, {late['steps']} steps each)", "",
+              report.md_table(
+                  ["model", "present"] + list(GROUPS) + ["all"],
+                  [[f"{late['fusion']} fusion", n] + [pct(a[g]) for g in GROUPS + ("all",)]
+                   for n, a in late["accuracy"].items()] +
+                  [[f"{mcfg.fusion} fusion at step {late['steps']} (eval subset)", "all"] +
+                   [pct(r[f"eval/{g}"]) if r else "-" for g in GROUPS + ("all",)]
+                   for r in [_row_at(rows, late["steps"])]])]
+  if fs:
+    lines += ["", "## Few-shot on fused embeddings (ProtoNet head)", "", fs["description"], "",
+              report.md_table(["embedding", "shots", "accuracy (%)", "95% CI"],
+                              [[e, k, pct(m), pct(c)] for (e, k), (m, c) in fs["results"].items()])]
+  curves = {g: [(r["step"], r[f"eval/{g}"]) for r in rows if f"eval/{g}" in r] for g in GROUPS}
+  lines += ["", "## Curves", "",
+            f"![accuracy]({report.plot_curves(os.path.join(workdir, 'accuracy.png'), curves, ylabel='eval accuracy')})",
+            f"![loss]({report.plot_curves(os.path.join(workdir, 'loss.png'), {'train loss': [(r['step'], r['train/loss']) for r in rows if 'train/loss' in r]}, ylabel='loss', logy=True)})"]
+  path = os.path.join(workdir, "report.md")
+  if jax.process_index() == 0:
+    runlog.atomic_write(path, "\n".join(lines) + "\n")
+    runlog.atomic_write(os.path.join(workdir, "results.json"), json.dumps(
+        {"accuracy": accuracy, "late_fusion": late and late["accuracy"],
+         "fewshot": fs and {f"{e}/{k}": v for (e, k), v in fs["results"].items()},
+         "params": int(n_params), "train_seconds": secs, "target_step": reach}, indent=2))
+  return path
+
+
+def data_desc(config) -> str:
+  return (f"10 non-relational + 10 relational + 2 table questions per image; table lists "
+          f"{config.data.table_rows} of 6 objects")
+
+
+def _row_at(rows, step):
+  hits = [r for r in rows if r["step"] == step and "eval/all" in r]
+  return hits[-1] if hits else None
