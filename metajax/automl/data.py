@@ -1,0 +1,331 @@
+"""Data for AutoML: checks, built-in preprocessing, stratified splits, meta-features.
+
+Handling of bad data (each case is either a clear `DataError` or a reported fix):
+  * X/y length mismatch, one class only, fewer than `MIN_ROWS` rows, a class
+    with fewer than 3 rows (no stratified 3-way split) -> DataError.
+  * non-numeric junk in a mostly numeric column -> the junk becomes missing
+    (count reported); a column with more than half junk is categorical.
+  * an all-missing (or constant) column -> dropped (reported).
+  * missing values -> median (numeric) / 'missing' category (categorical).
+  * categorical columns -> one-hot (at most 20 levels, rarer ones pooled).
+  * numeric columns -> standardised on the training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from metajax.errors import ConfigError
+
+MIN_ROWS = 20
+
+
+class DataError(ConfigError):
+  """The data cannot be searched over as given (names the problem and the fix)."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A classification dataset before preprocessing.
+
+  modality: 'table' (X: [N, D] numeric or object array, or a DataFrame),
+    'image' (X: [N, H, W, C] uint8/float), 'text' (X: list of N strings).
+  y: [N] labels of any type. test: optional predefined (X, y) test split.
+  """
+  name: str
+  modality: str
+  X: Any
+  y: np.ndarray
+  test: tuple[Any, np.ndarray] | None = None
+  columns: list[str] | None = None
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+
+def _n(X) -> int:
+  return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def _take(X, idx):
+  if isinstance(X, list):
+    return [X[i] for i in idx]
+  if hasattr(X, "iloc"):
+    return X.iloc[idx]
+  return X[idx]
+
+
+def check(ds: Dataset) -> list[str]:
+  """Raises DataError for data that cannot be used; returns notes on what was fixed."""
+  n = _n(ds.X)
+  if n != len(ds.y):
+    raise DataError("data.y", f"{len(ds.y)} labels", f"X has {n} rows but y has {len(ds.y)}",
+                    "one label per row")
+  if n < MIN_ROWS:
+    raise DataError("data.X", f"{n} rows", "too few rows to split into train/val/test",
+                    f">= {MIN_ROWS} rows")
+  y = np.asarray(ds.y)
+  keep = np.array([v is not None and not (isinstance(v, float) and math.isnan(v)) for v in y])
+  notes = []
+  if not keep.all():
+    notes.append(f"dropped {int((~keep).sum())} rows with a missing label")
+  classes, counts = np.unique(y[keep].astype(str), return_counts=True)
+  if len(classes) < 2:
+    raise DataError("data.y", f"{len(classes)} class", "classification needs at least two classes",
+                    ">= 2 distinct labels")
+  if counts.min() < 3:
+    bad = classes[counts < 3].tolist()
+    raise DataError("data.y", bad, "classes with fewer than 3 rows cannot be split stratified",
+                    ">= 3 rows per class (merge or drop rare classes)")
+  if ds.modality not in ("table", "image", "text"):
+    raise DataError("data.modality", ds.modality, "unknown modality", "'table', 'image', 'text'")
+  return notes
+
+
+def split(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.2):
+  """Stratified (train, val, test) index arrays over rows with a label.
+
+  With a predefined test split, only train/val are split here and `test` is None.
+  """
+  from sklearn.model_selection import train_test_split
+  y = np.asarray(ds.y).astype(str)
+  idx = np.array([i for i, v in enumerate(ds.y)
+                  if v is not None and not (isinstance(v, float) and math.isnan(v))])
+  if ds.test is None:
+    rest, test = train_test_split(idx, test_size=test_frac, stratify=y[idx], random_state=seed)
+  else:
+    rest, test = idx, None
+  frac = val_frac / (1 - (test_frac if ds.test is None else 0.0))
+  train, val = train_test_split(rest, test_size=frac, stratify=y[rest], random_state=seed + 1)
+  return np.sort(train), np.sort(val), (None if test is None else np.sort(test))
+
+
+def _as_float(col: np.ndarray) -> tuple[np.ndarray, int]:
+  """Column -> float array (unparseable -> nan) and the count of non-missing junk."""
+  out = np.empty(len(col), np.float64)
+  junk = 0
+  for i, v in enumerate(col):
+    if v is None or (isinstance(v, str) and v.strip() in ("", "?", "NA", "nan", "NaN")):
+      out[i] = np.nan
+      continue
+    try:
+      out[i] = float(v)
+    except (TypeError, ValueError):
+      out[i] = np.nan
+      junk += 1
+  return out, junk
+
+
+class TablePrep:
+  """Fits on training rows: column typing, imputation, one-hot encoding, scaling.
+
+  `transform(X) -> [N, F] float32`. Notes on every fix are in `notes`.
+  """
+
+  def __init__(self, max_levels: int = 20):
+    self.max_levels = max_levels
+    self.notes: list[str] = []
+
+  def _matrix(self, X) -> np.ndarray:
+    if hasattr(X, "to_numpy"):
+      return X.to_numpy(dtype=object)
+    X = np.asarray(X, dtype=object)
+    return X.reshape(len(X), -1)
+
+  def fit(self, X, columns=None) -> "TablePrep":
+    M = self._matrix(X)
+    cols = columns if columns is not None else getattr(X, "columns", None)
+    names = list(cols) if cols is not None else [f"x{j}" for j in range(M.shape[1])]
+    self.names = [str(c) for c in names]
+    self.kinds, self.stats = [], []
+    for j in range(M.shape[1]):
+      vals, junk = _as_float(M[:, j])
+      present = np.sum([v is not None and not (isinstance(v, float) and math.isnan(v))
+                        and not (isinstance(v, str) and v.strip() in ("", "?", "NA"))
+                        for v in M[:, j]])
+      if present == 0:
+        self.kinds.append("drop"); self.stats.append(None)
+        self.notes.append(f"column {self.names[j]!r} is all missing: dropped")
+      elif junk > present / 2:
+        levels, counts = np.unique(np.array([str(v) for v in M[:, j]]), return_counts=True)
+        top = levels[np.argsort(-counts)][: self.max_levels].tolist()
+        self.kinds.append("cat"); self.stats.append(top)
+      else:
+        if junk:
+          self.notes.append(f"column {self.names[j]!r}: {junk} non-numeric values treated as missing")
+        med = float(np.nanmedian(vals)) if np.isfinite(vals).any() else 0.0
+        filled = np.where(np.isnan(vals), med, vals)
+        sd = float(filled.std())
+        if sd == 0.0:
+          self.kinds.append("drop"); self.stats.append(None)
+          self.notes.append(f"column {self.names[j]!r} is constant: dropped")
+          continue
+        self.kinds.append("num"); self.stats.append((med, float(filled.mean()), sd))
+    if "num" not in self.kinds and "cat" not in self.kinds:
+      raise DataError("data.X", "no usable column", "every column is missing or constant",
+                      "at least one informative column")
+    return self
+
+  def transform(self, X) -> np.ndarray:
+    M = self._matrix(X)
+    if M.shape[1] != len(self.kinds):
+      raise DataError("data.X", f"{M.shape[1]} columns", "column count differs from fit",
+                      f"{len(self.kinds)} columns")
+    parts = []
+    for j, (kind, st) in enumerate(zip(self.kinds, self.stats)):
+      if kind == "num":
+        vals, _ = _as_float(M[:, j])
+        vals = np.where(np.isnan(vals), st[0], vals)
+        parts.append(((vals - st[1]) / st[2])[:, None])
+      elif kind == "cat":
+        s = np.array([str(v) for v in M[:, j]])
+        parts.append(np.stack([s == lv for lv in st], 1).astype(np.float64))
+    return np.concatenate(parts, 1).astype(np.float32)
+
+
+class TextPrep:
+  """A BPE tokenizer trained offline (`tokenizers`) on the training texts.
+
+  `ids(texts) -> [N, seq_len] int32` (0 = padding); `bow(texts) -> [N, vocab]`
+  log-count features for non-sequence families.
+  """
+
+  def __init__(self, vocab_size: int = 2000, seq_len: int = 64):
+    self.vocab_size, self.seq_len = vocab_size, seq_len
+    self.notes: list[str] = []
+
+  def fit(self, texts: list[str]) -> "TextPrep":
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=self.vocab_size, special_tokens=["[PAD]", "[UNK]"], show_progress=False))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=self.seq_len)
+    tok.enable_truncation(self.seq_len)
+    self.tokenizer_json = tok.to_str()
+    self.vocab_size = tok.get_vocab_size()
+    self.notes.append(f"BPE tokenizer trained on {len(texts)} texts: vocab {self.vocab_size}, "
+                      f"sequences cut/padded to {self.seq_len}")
+    return self
+
+  def ids(self, texts: list[str]) -> np.ndarray:
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_str(self.tokenizer_json)
+    return np.array([e.ids for e in tok.encode_batch([str(t) for t in texts])], np.int32)
+
+  def bow(self, texts: list[str]) -> np.ndarray:
+    ids = self.ids(texts)
+    out = np.zeros((len(ids), self.vocab_size), np.float32)
+    rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+    np.add.at(out, (rows, ids.ravel()), 1.0)
+    out[:, 0] = 0.0
+    return np.log1p(out)
+
+
+class ImagePrep:
+  """Images -> float32 [N, H, W, C] in [0, 1] (grey images get C=1), then per-channel standardisation."""
+
+  def fit(self, X) -> "ImagePrep":
+    x = self._float(X)
+    self.mean = x.mean((0, 1, 2))
+    self.std = x.std((0, 1, 2)) + 1e-6
+    self.notes = [f"images {x.shape[1:]} scaled to [0, 1] and standardised per channel"]
+    return self
+
+  @staticmethod
+  def _float(X) -> np.ndarray:
+    x = np.asarray(X, np.float32)
+    if x.ndim == 3:
+      x = x[..., None]
+    return x / 255.0 if x.max() > 1.0 else x
+
+  def transform(self, X) -> np.ndarray:
+    return ((self._float(X) - self.mean) / self.std).astype(np.float32)
+
+
+@dataclasses.dataclass
+class Prepared:
+  """Model-ready arrays: `views[kind]` is (train, val, test) for kind 'flat' | 'image' | 'ids'."""
+  name: str
+  modality: str
+  classes: np.ndarray
+  views: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+  y: tuple[np.ndarray, np.ndarray, np.ndarray]
+  notes: list[str]
+  prep: Any
+  meta: dict[str, float]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+
+def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.2,
+            seq_len: int = 64, vocab_size: int = 2000) -> Prepared:
+  """Checks, splits (stratified, by `seed`) and preprocesses `ds`, fitting on train only."""
+  notes = check(ds)
+  tr, va, te = split(ds, seed, val_frac, test_frac)
+  Xte, yte = (ds.test if ds.test is not None else (_take(ds.X, te), np.asarray(ds.y)[te]))
+  Xtr, Xva = _take(ds.X, tr), _take(ds.X, va)
+  ys = [np.asarray(ds.y)[tr], np.asarray(ds.y)[va], np.asarray(yte)]
+  classes = np.unique(ys[0].astype(str))
+  enc = {c: i for i, c in enumerate(classes)}
+  unseen = sum(int(str(v) not in enc) for v in ys[2])
+  if unseen:
+    notes.append(f"{unseen} test rows have a label unseen in training: dropped")
+    keep = np.array([str(v) in enc for v in ys[2]])
+    Xte, ys[2] = _take(Xte, np.flatnonzero(keep)), ys[2][keep]
+  ys = tuple(np.array([enc[str(v)] for v in yy], np.int32) for yy in ys)
+  views = {}
+  if ds.modality == "table":
+    prep = TablePrep().fit(Xtr, ds.columns)
+    views["flat"] = tuple(prep.transform(x) for x in (Xtr, Xva, Xte))
+  elif ds.modality == "image":
+    prep = ImagePrep().fit(Xtr)
+    views["image"] = tuple(prep.transform(x) for x in (Xtr, Xva, Xte))
+    views["flat"] = tuple(v.reshape(len(v), -1) for v in views["image"])
+  else:
+    prep = TextPrep(vocab_size, seq_len).fit(list(Xtr))
+    views["ids"] = tuple(prep.ids(list(x)) for x in (Xtr, Xva, Xte))
+    views["flat"] = tuple(prep.bow(list(x)) for x in (Xtr, Xva, Xte))
+  notes += prep.notes
+  notes.append(f"stratified split (seed {seed}): {len(ys[0])} train, {len(ys[1])} val, "
+               f"{len(ys[2])} test" + (" (predefined test split)" if ds.test is not None else ""))
+  meta = meta_features(ds, ys[0], views["flat"][0], len(classes))
+  return Prepared(ds.name, ds.modality, classes, views, ys, notes, prep, meta)
+
+
+def meta_features(ds: Dataset, y: np.ndarray, flat: np.ndarray, k: int) -> dict[str, float]:
+  """Dataset descriptors for warm-starting later searches (all floats, same keys always)."""
+  counts = np.bincount(y, minlength=k).astype(np.float64)
+  p = counts / counts.sum()
+  raw = ds.X
+  missing = 0.0
+  cat = 0.0
+  if ds.modality == "table":
+    M = TablePrep()._matrix(raw)
+    cells = [v is None or (isinstance(v, float) and math.isnan(v)) or
+             (isinstance(v, str) and v.strip() in ("", "?", "NA")) for v in M.ravel()]
+    missing = float(np.mean(cells))
+    cat = float(np.mean([isinstance(v, str) for v in M[0]]))
+  return {
+      "n_rows": float(len(ds.y)), "log_rows": math.log10(len(ds.y)),
+      "n_features": float(flat.shape[1]), "log_features": math.log10(max(flat.shape[1], 1)),
+      "n_classes": float(k), "class_entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(k)),
+      "minority_frac": float(p.min()), "missing_frac": missing, "categorical_frac": cat,
+      "is_table": float(ds.modality == "table"), "is_image": float(ds.modality == "image"),
+      "is_text": float(ds.modality == "text"),
+      "mean_abs_corr": float(np.nanmean(np.abs(_target_corr(flat, y)))) if flat.shape[1] else 0.0,
+  }
+
+
+def _target_corr(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+  X = X[:, :256]
+  xs = (X - X.mean(0)) / (X.std(0) + 1e-9)
+  ys = (y - y.mean()) / (y.std() + 1e-9)
+  return (xs * ys[:, None]).mean(0)

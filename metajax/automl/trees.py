@@ -1,0 +1,59 @@
+"""Tree ensembles from scikit-learn under the same scheduler: budget = trees or iterations.
+
+A trial's state is its fitted estimator; a promotion grows it with `warm_start`
+(more trees for the random forest, more boosting iterations for gradient
+boosting) instead of refitting from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import tracemalloc
+
+import numpy as np
+
+
+def make(family: str, hp: dict, seed: int):
+  """A fresh estimator for `family` ('rf' | 'gbm') with hyperparameters `hp`."""
+  if family == "rf":
+    from sklearn.ensemble import RandomForestClassifier
+    return RandomForestClassifier(
+        n_estimators=0, warm_start=True, random_state=seed, n_jobs=1,
+        max_depth=hp.get("max_depth") or None, max_features=hp.get("max_features", "sqrt"),
+        min_samples_leaf=int(hp.get("min_samples_leaf", 1)))
+  if family == "gbm":
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    return HistGradientBoostingClassifier(
+        max_iter=0, warm_start=True, early_stopping=False, random_state=seed,
+        learning_rate=hp.get("learning_rate", 0.1), max_leaf_nodes=int(hp.get("max_leaf_nodes", 31)),
+        l2_regularization=hp.get("l2_regularization", 0.0),
+        min_samples_leaf=int(hp.get("min_samples_leaf", 20)))
+  raise ValueError(family)
+
+
+def grow(family: str, hp: dict, seed: int, est, budget: float, per_unit: int, X, y):
+  """Grows `est` (None: new) to `ceil(budget * per_unit)` trees/iterations on (X [N, D], y [N]).
+
+  Returns (estimator, seconds, peak traced bytes).
+  """
+  est = make(family, hp, seed) if est is None else est
+  n = max(1, math.ceil(budget * per_unit))
+  t0 = time.perf_counter()
+  tracemalloc.start()
+  if family == "rf":
+    est.set_params(n_estimators=n)
+  else:
+    est.set_params(max_iter=n)
+  est.fit(X, y)
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  return est, time.perf_counter() - t0, peak
+
+
+def predict_proba(est, X, num_classes: int) -> np.ndarray:
+  """[N, C] probabilities over all classes (classes absent from training get 0)."""
+  p = est.predict_proba(X)
+  out = np.zeros((len(X), num_classes), np.float32)
+  out[:, est.classes_] = p
+  return out
