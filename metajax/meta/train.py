@@ -60,6 +60,10 @@ def check_config(config) -> None:
     values = tuple(config.eval[key])
     if not values or any(v <= 0 for v in values):
       raise ConfigError(f"eval.{key}", values, "needs positive sizes", "e.g. (5, 20)")
+  if config.checkpoint_every % config.log_every:
+    raise ConfigError("checkpoint_every", config.checkpoint_every,
+                      f"a resumed run logs the same averages only if checkpoints fall on log "
+                      f"steps (log_every={config.log_every})", f"a multiple of {config.log_every}")
   n = jax.device_count()
   for key in ("meta_batch", "eval.batch"):
     value = config.meta_batch if key == "meta_batch" else config.eval.batch
