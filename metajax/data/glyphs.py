@@ -1,0 +1,472 @@
+"""`glyphs`: an Omniglot-like few-shot dataset rendered from fonts that ship with matplotlib.
+
+Each class is one Unicode letter; each of its 20 examples is a 28x28 uint8
+image (ink bright on dark) drawn in one of the fonts that cover the letter,
+with a small random affine (rotation, shear, scale, translation) and a random
+stroke width. Classes are grouped into alphabets (Unicode blocks), and the
+meta-train / meta-val / meta-test splits are made of whole writing systems,
+like Omniglot's background / evaluation alphabets.
+
+How the class set is chosen (a fixed function of the fonts; `seed` only
+changes the renderings):
+  1. Candidates: code points of category Lu/Ll/Lt/Lo (modifier letters Lm are
+     small raised marks) in the cmap of a font of `FONTS` (not .notdef) whose
+     rendering has ink. Letters that are a typeface variant of another letter
+     (math bold 'A', double-struck 'C', fullwidth 'A': decomposition tag
+     <font>, <wide>, ...) are left out, since the examples already vary the
+     typeface.
+  2. Canonical rendering: the letter in its first covering font, fitted to the
+     box, as a 56x56 ink mask. Greedily in code-point order, a letter is
+     dropped when it is a near-copy of one already kept: less than
+     `DUPLICATE_DISTANCE` of either's ink lies more than 1 px from the other's
+     ink. That removes Latin 'o' / Cyrillic 'о' / Greek 'ο', Arabic isolated
+     presentation forms of base letters, 'l' / 'I', 'o' / 'O' (glyphs are
+     fitted to the box) and accents too small to tell apart at 28x28
+     ('Ó' / 'Ò'). It runs over all splits at once, so no meta-test class is a
+     near-copy of a meta-train class.
+  3. Alphabet = Unicode block, split by writing system where a block mixes
+     several (e.g. 'Alphabetic Presentation Forms (Hebrew)'). The writing
+     system of a letter is the script of its compatibility decomposition.
+     Alphabets with fewer than `MIN_PER_ALPHABET` letters are dropped, larger
+     ones subsampled to `MAX_PER_ALPHABET` (so Latin Extended cannot dominate).
+  4. Splits: whole writing systems (all Latin blocks together, all Arabic
+     blocks together, ...), largest first, each to the split furthest below
+     its share of `SPLIT_FRACTIONS` (60/15/25 of classes).
+
+The dataset is generated once into `default_data_dir(data_dir)/glyphs-v1/`
+(an .npz of the split arrays plus a JSON with its sha256, the class names and
+groups); a cache whose checksum, size, version or parameters do not match is
+rebuilt, never used. Generation takes about 15 s of one core.
+
+Example:
+  >>> ds = load('/tmp/metajax-data')            # doctest: +SKIP
+  >>> ds.splits['train'].shape                   # doctest: +SKIP
+  (927, 20, 28, 28, 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+import unicodedata
+
+import numpy as np
+
+from metajax.data.base import ClassImages, default_data_dir
+from metajax.errors import ConfigError
+from metajax.runlog import atomic_write
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+EXAMPLES_PER_CLASS = 20
+SIZE = 28
+SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.25}
+MIN_PER_ALPHABET = 10
+MAX_PER_ALPHABET = 80
+DUPLICATE_DISTANCE = 0.02
+
+# Font files of matplotlib's mpl-data/fonts/ttf, in order of preference for
+# the canonical rendering. (file, ascii_only): the Computer Modern files use
+# TeX encodings, so only their ASCII letters are trusted. Left out:
+# LastResortHE (a placeholder box for every code point), cmsy10/cmex10
+# (symbols at letter positions), the STIX size/non-Unicode variants.
+FONTS = (
+    ("DejaVuSans.ttf", False), ("DejaVuSerif.ttf", False), ("STIXGeneral.ttf", False),
+    ("DejaVuSansMono.ttf", False), ("DejaVuSans-Bold.ttf", False),
+    ("DejaVuSans-Oblique.ttf", False), ("DejaVuSans-BoldOblique.ttf", False),
+    ("DejaVuSerif-Bold.ttf", False), ("DejaVuSerif-Italic.ttf", False),
+    ("DejaVuSerif-BoldItalic.ttf", False), ("DejaVuSansMono-Bold.ttf", False),
+    ("DejaVuSansMono-Oblique.ttf", False), ("DejaVuSansMono-BoldOblique.ttf", False),
+    ("STIXGeneralBol.ttf", False), ("STIXGeneralItalic.ttf", False),
+    ("STIXGeneralBolIta.ttf", False),
+    ("cmr10.ttf", True), ("cmb10.ttf", True), ("cmti10.ttf", True), ("cmss10.ttf", True),
+    ("cmtt10.ttf", True), ("cmmi10.ttf", True),
+)
+
+# Letters that are another letter in a different typeface or size (math bold A,
+# double-struck C, fullwidth A): the examples already vary the typeface.
+_VARIANTS = ("<font>", "<wide>", "<narrow>", "<small>", "<super>", "<sub>", "<circle>",
+             "<square>")
+
+_PT = 64            # font size of the high-resolution rendering
+_SS = 4             # supersampling of the affine warp
+_BOX = 20.0         # the glyph's longer side, in output pixels, before random scale
+
+
+def font_dir() -> str:
+  """matplotlib's bundled TrueType directory."""
+  import matplotlib
+  return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+
+
+# ----------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------
+
+_font_cache: dict[str, object] = {}
+
+
+def _font(name: str):
+  from PIL import ImageFont
+  if name not in _font_cache:
+    # BASIC layout: one glyph straight from the cmap, the same with or without raqm.
+    _font_cache[name] = ImageFont.truetype(os.path.join(font_dir(), name), _PT,
+                                           layout_engine=ImageFont.Layout.BASIC)
+  return _font_cache[name]
+
+
+def _raw(ch: str, font: str):
+  """The letter at `_PT` points, cropped to its ink (PIL 'L' image), or None if blank."""
+  from PIL import Image, ImageDraw
+  f = _font(font)
+  l, t, r, b = f.getbbox(ch)
+  if r <= l or b <= t:
+    return None
+  im = Image.new("L", (r - l + 8, b - t + 8))
+  ImageDraw.Draw(im).text((4 - l, 4 - t), ch, font=f, fill=255)
+  box = im.getbbox()
+  if box is None or max(box[2] - box[0], box[3] - box[1]) < 6:
+    return None
+  return im.crop((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4))
+
+
+def _warp(im, rotate=0.0, shear=0.0, scale=(1.0, 1.0), shift=(0.0, 0.0),
+          size: int = SIZE) -> np.ndarray:
+  """Fits `im` (ink centred in a 4 px margin) to the box, applies the affine, -> [size, size] uint8.
+
+  `shift` is in pixels of the 28x28 image; `size` > 28 renders the same image finer.
+  """
+  from PIL import Image
+  w, h = im.size
+  zoom = size / SIZE
+  fit = _BOX * zoom * _SS / max(w - 8, h - 8)
+  c, s = math.cos(rotate), math.sin(rotate)
+  # forward map: centre the glyph at the origin, scale, shear, rotate, move to the canvas centre.
+  a = np.array([[c, -s], [s, c]]) @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(
+      [fit * scale[0], fit * scale[1]])
+  centre_out = (np.array([size / 2 + shift[0] * zoom, size / 2 + shift[1] * zoom])) * _SS
+  inv = np.linalg.inv(a)
+  offset = np.array([w / 2, h / 2]) - inv @ centre_out
+  coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
+  big = im.transform((size * _SS, size * _SS), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+  return np.asarray(big.resize((size, size), Image.BOX))
+
+
+def _stroke(im, k: int):
+  """Stroke variation at high resolution: k < 0 erodes, k > 0 dilates (k px per side)."""
+  from PIL import ImageFilter
+  if k == 0:
+    return im
+  f = ImageFilter.MaxFilter if k > 0 else ImageFilter.MinFilter
+  return im.filter(f(2 * abs(k) + 1))
+
+
+def render_example(ch: str, font: str, rng: np.random.Generator) -> np.ndarray:
+  """One augmented 28x28 uint8 rendering of `ch` in `font` (ink 255 on 0)."""
+  im = _raw(ch, font)
+  bold = "Bol" in font or font == "cmb10.ttf"
+  stroke = int(rng.choice([-2, -1, 0, 0]) if bold else rng.choice([-1, 0, 0, 1, 2]))
+  rotate = math.radians(rng.uniform(-12.0, 12.0))
+  shear = rng.uniform(-0.2, 0.2)
+  s, aspect = rng.uniform(0.8, 1.1), math.exp(rng.uniform(-0.1, 0.1))
+  shift = rng.uniform(-2.0, 2.0, size=2)
+  warp = lambda x: _warp(x, rotate, shear, (s * aspect, s / aspect), tuple(shift))
+  out = warp(_stroke(im, stroke))
+  if stroke < 0:  # erosion must thin strokes, not erase hairlines (serif italics)
+    full = warp(im)
+    if out.sum(dtype=np.int64) < 0.6 * full.sum(dtype=np.int64):
+      out = full
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Choosing the classes
+# ----------------------------------------------------------------------------
+
+def _cmaps(fonts) -> dict[str, set[int]]:
+  """font file -> code points of letters it maps to a real glyph."""
+  from fontTools.ttLib import TTFont
+  out = {}
+  for name, ascii_only in fonts:
+    path = os.path.join(font_dir(), name)
+    if not os.path.exists(path):
+      log.warning("glyphs: font %s not found in %s, skipped", name, font_dir())
+      continue
+    cmap = TTFont(path, lazy=True).getBestCmap() or {}
+    out[name] = {cp for cp, g in cmap.items()
+                 if g != ".notdef" and (not ascii_only or chr(cp).isascii())
+                 and unicodedata.category(chr(cp)) in ("Lu", "Ll", "Lt", "Lo")
+                 and not unicodedata.decomposition(chr(cp)).startswith(_VARIANTS)}
+  return out
+
+
+def _writing_system(ch: str) -> str:
+  """Script of the letter's compatibility decomposition (math bold A -> Latin)."""
+  from fontTools import unicodedata as fu
+  script = fu.script(unicodedata.normalize("NFKD", ch)[0])
+  if script in ("Zyyy", "Zinh", "Zzzz"):
+    script = fu.script(ch)
+  return fu.script_name(script)
+
+
+def _canonical(ch: str, font: str) -> np.ndarray | None:
+  """The undistorted letter at 56x56 as a boolean ink mask (None if it renders blank)."""
+  im = _raw(ch, font)
+  return None if im is None else _warp(im, size=2 * SIZE) >= 128
+
+
+def _near_copies(masks: np.ndarray) -> np.ndarray:
+  """[n, n] distance: the larger fraction of either mask's ink not within 1 px of the other's.
+
+  0 for identical shapes; 'Ó' vs 'Ò' at 56x56 is about 0.01, 'b' vs 'h' 0.1.
+  """
+  a = masks.astype(np.float32)
+  pad = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+  h, w = masks.shape[1:]
+  grown = np.zeros_like(masks)
+  for dy in range(3):
+    for dx in range(3):
+      grown |= pad[:, dy:dy + h, dx:dx + w]
+  a, grown = a.reshape(len(a), -1), grown.reshape(len(a), -1).astype(np.float32)
+  miss = 1.0 - (a @ grown.T) / np.maximum(a.sum(1, keepdims=True), 1.0)
+  return np.maximum(miss, miss.T)
+
+
+def _dedupe(distance: np.ndarray, threshold: float) -> np.ndarray:
+  """Greedy in index order: keeps i unless it is within `threshold` of an earlier kept one."""
+  dropped = np.zeros(len(distance), bool)
+  kept = []
+  for i in range(len(distance)):
+    if not dropped[i]:
+      kept.append(i)
+      dropped |= distance[i] < threshold
+  return np.asarray(kept, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _choose_classes(max_per_alphabet: int) -> str:
+  return json.dumps(_choose(max_per_alphabet))
+
+
+def choose_classes(max_per_alphabet: int = MAX_PER_ALPHABET) -> list[dict]:
+  """The letters, their alphabets, fonts and split. Deterministic (no seed).
+
+  Returns a list of dicts {cp, alphabet, system, fonts, split}, ordered by
+  split, alphabet, code point. Cached per process (a fresh copy each call).
+  """
+  return json.loads(_choose_classes(max_per_alphabet))
+
+
+def _choose(max_per_alphabet: int):
+  from fontTools import unicodedata as fu
+  t0 = time.time()
+  cmaps = _cmaps(FONTS)
+  order = [name for name, _ in FONTS if name in cmaps]
+  candidates = sorted(set().union(*cmaps.values()))
+  log.info("glyphs: %d fonts cover %d letters", len(order), len(candidates))
+
+  cps, masks = [], []
+  for cp in candidates:
+    first = next(f for f in order if cp in cmaps[f])
+    m = _canonical(chr(cp), first)
+    if m is not None:
+      cps.append(cp)
+      masks.append(m)
+  keep = _dedupe(_near_copies(np.stack(masks)), DUPLICATE_DISTANCE)
+  cps = [cps[i] for i in keep]
+  log.info("glyphs: %d letters render ink, %d left after removing near-copies (%.1fs)",
+           len(masks), len(cps), time.time() - t0)
+
+  # Alphabets: Unicode block, split by writing system where a block mixes several.
+  by_block: dict[str, list[tuple[int, str]]] = {}
+  for cp in cps:
+    by_block.setdefault(fu.block(chr(cp)), []).append((cp, _writing_system(chr(cp))))
+  alphabets: dict[str, tuple[str, list[int]]] = {}
+  for block, items in by_block.items():
+    systems = sorted({s for _, s in items})
+    for system in systems:
+      name = block if len(systems) == 1 else f"{block} ({system})"
+      alphabets[name] = (system, [cp for cp, s in items if s == system])
+  select = np.random.default_rng(VERSION)  # class choice is fixed per version, not per seed
+  classes = []
+  for name in sorted(alphabets):
+    system, members = alphabets[name]
+    if len(members) < MIN_PER_ALPHABET:
+      continue
+    if len(members) > max_per_alphabet:
+      members = sorted(select.choice(members, size=max_per_alphabet, replace=False).tolist())
+    for cp in members:
+      fonts = [f for f in order if cp in cmaps[f]]
+      classes.append(dict(cp=int(cp), alphabet=name, system=system, fonts=fonts))
+
+  # Splits: whole writing systems, largest first, to the split furthest below its share.
+  sizes: dict[str, int] = {}
+  for c in classes:
+    sizes[c["system"]] = sizes.get(c["system"], 0) + 1
+  total, filled, split_of = len(classes), dict.fromkeys(SPLIT_FRACTIONS, 0), {}
+  for system in sorted(sizes, key=lambda s: (-sizes[s], s)):
+    split = max(SPLIT_FRACTIONS, key=lambda k: SPLIT_FRACTIONS[k] * total - filled[k])
+    split_of[system] = split
+    filled[split] += sizes[system]
+  rank = {s: i for i, s in enumerate(SPLIT_FRACTIONS)}
+  for c in classes:
+    c["split"] = split_of[c["system"]]
+  classes.sort(key=lambda c: (rank[c["split"]], c["alphabet"], c["cp"]))
+  log.info("glyphs: %d classes in %d alphabets; %s", len(classes),
+           len({c["alphabet"] for c in classes}),
+           ", ".join(f"{k}: {v}" for k, v in filled.items()))
+  return classes
+
+
+def class_name(cp: int) -> str:
+  """'U+0416 CYRILLIC CAPITAL LETTER ZHE'."""
+  return f"U+{cp:04X} {unicodedata.name(chr(cp), '?')}"
+
+
+# ----------------------------------------------------------------------------
+# Building and caching
+# ----------------------------------------------------------------------------
+
+def build(seed: int = 0, max_per_alphabet: int = MAX_PER_ALPHABET) -> ClassImages:
+  """Renders the dataset (no cache). Identical output for identical arguments.
+
+  Returns ClassImages with splits 'train', 'val', 'test' of uint8
+  [classes, 20, 28, 28, 1]; `max_per_alphabet` < the default gives a small
+  version for tests.
+  """
+  t0 = time.time()
+  classes = choose_classes(max_per_alphabet)
+  images = np.zeros((len(classes), EXAMPLES_PER_CLASS, SIZE, SIZE, 1), np.uint8)
+  for i, c in enumerate(classes):
+    rng = np.random.default_rng([seed, c["cp"]])
+    fonts = c["fonts"]
+    picks = np.concatenate([rng.permutation(len(fonts))
+                            for _ in range(-(-EXAMPLES_PER_CLASS // len(fonts)))])
+    for j in range(EXAMPLES_PER_CLASS):
+      images[i, j, :, :, 0] = render_example(chr(c["cp"]), fonts[picks[j]], rng)
+    if (i + 1) % 250 == 0 or i + 1 == len(classes):
+      log.info("glyphs: rendered %d/%d classes (%.1fs)", i + 1, len(classes), time.time() - t0)
+  splits, names, groups = {}, {}, {}
+  for split in SPLIT_FRACTIONS:
+    idx = [i for i, c in enumerate(classes) if c["split"] == split]
+    splits[split] = images[idx]
+    names[split] = [class_name(classes[i]["cp"]) for i in idx]
+    groups[split] = [classes[i]["alphabet"] for i in idx]
+  return ClassImages("glyphs", splits, names, groups)
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _params(seed: int, max_per_alphabet: int) -> dict:
+  import matplotlib
+  return dict(version=VERSION, seed=seed, max_per_alphabet=max_per_alphabet,
+              examples=EXAMPLES_PER_CLASS, size=SIZE, matplotlib=matplotlib.__version__)
+
+
+def _read_cache(stem: str, params: dict) -> ClassImages | None:
+  """The cached dataset, or None (with the reason logged) if missing, partial or corrupt."""
+  try:
+    with open(stem + ".json") as f:
+      meta = json.load(f)
+    if meta.get("params") != params:
+      raise ValueError(f"built with {meta.get('params')}, want {params}")
+    if os.path.getsize(stem + ".npz") != meta["bytes"]:
+      raise ValueError("array file has the wrong size (truncated?)")
+    if _sha256(stem + ".npz") != meta["sha256"]:
+      raise ValueError("array file checksum mismatch")
+    with np.load(stem + ".npz", allow_pickle=False) as z:
+      splits = {k: z[k] for k in meta["class_names"]}
+    for k, a in splits.items():
+      if a.shape != (len(meta["class_names"][k]), EXAMPLES_PER_CLASS, SIZE, SIZE, 1):
+        raise ValueError(f"split {k} has shape {a.shape}")
+    return ClassImages("glyphs", splits, meta["class_names"], meta["groups"])
+  except FileNotFoundError:
+    return None
+  except Exception as e:  # any damage means rebuild, never use
+    log.warning("glyphs: cache %s unusable (%s); rebuilding", stem, e)
+    return None
+
+
+def _write_cache(stem: str, ds: ClassImages, params: dict, seconds: float) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **ds.splits)
+  data = buf.getvalue()
+  atomic_write(stem + ".npz", data)
+  meta = dict(params=params, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+              build_seconds=round(seconds, 2),
+              counts={k: int(a.shape[0]) for k, a in ds.splits.items()},
+              alphabets={k: sorted(set(g)) for k, g in ds.groups.items()},
+              class_names=ds.class_names, groups=ds.groups)
+  atomic_write(stem + ".json", json.dumps(meta, indent=1, ensure_ascii=False))
+
+
+def cache_stem(data_dir: str = "", seed: int = 0,
+               max_per_alphabet: int = MAX_PER_ALPHABET) -> str:
+  """Path without extension of the cached .npz/.json for these arguments."""
+  name = f"glyphs-seed{seed}"
+  if max_per_alphabet != MAX_PER_ALPHABET:
+    name += f"-max{max_per_alphabet}"
+  return os.path.join(default_data_dir(data_dir), f"glyphs-v{VERSION}", name)
+
+
+def load(data_dir: str = "", *, seed: int = 0,
+         max_per_alphabet: int = MAX_PER_ALPHABET) -> ClassImages:
+  """The glyphs dataset from the cache under `data_dir`, generated there first if needed.
+
+  Returns ClassImages: splits 'train'/'val'/'test' uint8 [classes, 20, 28, 28, 1],
+  class_names 'U+XXXX NAME', groups = alphabet of each class.
+  """
+  if max_per_alphabet < MIN_PER_ALPHABET:
+    raise ConfigError("max_per_alphabet", max_per_alphabet,
+                      "alphabets need at least MIN_PER_ALPHABET letters", f">= {MIN_PER_ALPHABET}")
+  stem = cache_stem(data_dir, seed, max_per_alphabet)
+  params = _params(seed, max_per_alphabet)
+  ds = _read_cache(stem, params)
+  if ds is None:
+    log.info("glyphs: generating %s", stem)
+    t0 = time.time()
+    ds = build(seed, max_per_alphabet)
+    _write_cache(stem, ds, params, time.time() - t0)
+    log.info("glyphs: wrote %s.npz (%s) in %.1fs", stem, ds.describe(), time.time() - t0)
+  return ds
+
+
+def save_grid(path: str, ds: ClassImages | None = None, split: str = "train",
+              classes: int = 24, examples: int = 10, data_dir: str = "") -> None:
+  """A PNG of `classes` classes (rows, spread over the split) x `examples` examples."""
+  from PIL import Image
+  ds = ds or load(data_dir)
+  a = ds.splits[split]
+  rows = np.linspace(0, a.shape[0] - 1, min(classes, a.shape[0])).astype(int)
+  tiles = a[rows, :examples, :, :, 0]
+  tiles = np.pad(tiles, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=90)
+  grid = tiles.transpose(0, 2, 1, 3).reshape(len(rows) * (SIZE + 2), -1)
+  Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+
+
+if __name__ == "__main__":
+  import argparse
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+  p = argparse.ArgumentParser(description="Generate (or verify) the glyphs cache.")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--grid", default="", help="also save a PNG grid of each split here")
+  args = p.parse_args()
+  ds = load(args.data_dir, seed=args.seed)
+  print(ds.describe())
+  if args.grid:
+    for s in ds.splits:
+      save_grid(args.grid.replace(".png", f"-{s}.png"), ds, s)
