@@ -93,6 +93,7 @@ def sample_tasks(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Tasks:
   (e.g. class-indexed embeddings). Deterministic per key. Jit it with `spec`
   static (see `make_sampler`).
   """
+  images = jnp.asarray(images)
   return jax.vmap(lambda kk: _one_task(kk, images, spec))(jax.random.split(key, spec.batch))
 
 
