@@ -207,11 +207,11 @@ class MAML:
       model_state = jax.tree.map(stack, model_state)
     meta["model"] = _nest(flat)
     adapted = self._adapted_keys(flat)
-    log_lr = jnp.log(c.inner_lr)
+    log_lr = float(jnp.log(c.inner_lr))
     if c.learn_lr == "per_layer_step":
-      meta["log_lr"] = _nest({k: jnp.full((c.inner_steps,), log_lr) for k in adapted})
+      meta["log_lr"] = _nest({k: jnp.full((c.inner_steps,), log_lr, jnp.float32) for k in adapted})
     elif c.learn_lr == "per_param":
-      meta["log_lr"] = _nest({k: jnp.full(flat[k].shape, log_lr) for k in adapted})
+      meta["log_lr"] = _nest({k: jnp.full(flat[k].shape, log_lr, flat[k].dtype) for k in adapted})
     return MetaState(step=jnp.zeros((), jnp.int32), params=meta, model_state=model_state,
                      opt_state=self.optimizer.init(meta))
 
