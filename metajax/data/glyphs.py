@@ -96,8 +96,9 @@ _VARIANTS = ("<font>", "<wide>", "<narrow>", "<small>", "<super>", "<sub>", "<ci
              "<square>")
 
 _PT = 64            # font size of the high-resolution rendering
-_SS = 4             # supersampling of the affine warp
+_SS = 3             # supersampling of the affine warp
 _BOX = 20.0         # the glyph's longer side, in output pixels, before random scale
+_MIN_SIDE = 0.6 * _PT  # glyphs smaller than this are not blown up to the box (fat strokes)
 
 
 def font_dir() -> str:
@@ -138,24 +139,29 @@ def _raw(ch: str, font: str):
 
 
 def _warp(im, rotate=0.0, shear=0.0, scale=(1.0, 1.0), shift=(0.0, 0.0),
-          size: int = SIZE) -> np.ndarray:
+          size: int = SIZE, ss: int = _SS) -> np.ndarray:
   """Fits `im` (ink centred in a 4 px margin) to the box, applies the affine, -> [size, size] uint8.
 
-  `shift` is in pixels of the 28x28 image; `size` > 28 renders the same image finer.
+  The longer side of the ink becomes `_BOX` px, except that glyphs smaller
+  than `_MIN_SIDE` at `_PT` points are magnified no more than that size would
+  be, so small letters keep strokes as thin as large ones.
+
+  `shift` is in pixels of the 28x28 image; `size` > 28 renders the same image finer;
+  the warp runs at `ss` times the output resolution, then is area-averaged down.
   """
   from PIL import Image
   w, h = im.size
   zoom = size / SIZE
-  fit = _BOX * zoom * _SS / max(w - 8, h - 8)
+  fit = _BOX * zoom * ss / max(w - 8, h - 8, _MIN_SIDE)
   c, s = math.cos(rotate), math.sin(rotate)
   # forward map: centre the glyph at the origin, scale, shear, rotate, move to the canvas centre.
   a = np.array([[c, -s], [s, c]]) @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(
       [fit * scale[0], fit * scale[1]])
-  centre_out = (np.array([size / 2 + shift[0] * zoom, size / 2 + shift[1] * zoom])) * _SS
+  centre_out = (np.array([size / 2 + shift[0] * zoom, size / 2 + shift[1] * zoom])) * ss
   inv = np.linalg.inv(a)
   offset = np.array([w / 2, h / 2]) - inv @ centre_out
   coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
-  big = im.transform((size * _SS, size * _SS), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+  big = im.transform((size * ss, size * ss), Image.AFFINE, coeffs, resample=Image.BILINEAR)
   return np.asarray(big.resize((size, size), Image.BOX))
 
 
@@ -217,9 +223,11 @@ def _writing_system(ch: str) -> str:
 
 
 def _canonical(ch: str, font: str) -> np.ndarray | None:
-  """The undistorted letter at 56x56 as a boolean ink mask (None if it renders blank)."""
+  """The undistorted letter at 56x56 as a boolean ink mask (None if blank or a speck)."""
   im = _raw(ch, font)
-  return None if im is None else _warp(im, size=2 * SIZE) >= 128
+  if im is None or max(im.size) - 8 < 0.3 * _PT:  # dot-like letters are not characters to learn
+    return None
+  return _warp(im, size=2 * SIZE, ss=1) >= 128
 
 
 def _near_copies(masks: np.ndarray) -> np.ndarray:
@@ -250,39 +258,41 @@ def _dedupe(distance: np.ndarray, threshold: float) -> np.ndarray:
   return np.asarray(kept, dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=4)
-def _choose_classes(max_per_alphabet: int) -> str:
-  return json.dumps(_choose(max_per_alphabet))
+@functools.lru_cache(maxsize=1)
+def letter_pool():
+  """The letters left after steps 1-2 (cached per process).
+
+  Returns (cps: tuple of code points, masks: bool [n, 56, 56] canonical
+  renderings, fonts: dict cp -> covering font files in `FONTS` order).
+  """
+  t0 = time.time()
+  cmaps = _cmaps(FONTS)
+  order = [name for name, _ in FONTS if name in cmaps]
+  candidates = sorted(set().union(*cmaps.values()))
+  log.info("glyphs: %d fonts cover %d letters", len(order), len(candidates))
+  cps, masks = [], []
+  for cp in candidates:
+    m = _canonical(chr(cp), next(f for f in order if cp in cmaps[f]))
+    if m is not None:
+      cps.append(cp)
+      masks.append(m)
+  keep = _dedupe(_near_copies(np.stack(masks)), DUPLICATE_DISTANCE)
+  log.info("glyphs: %d letters render ink, %d left after removing near-copies (%.1fs)",
+           len(masks), len(keep), time.time() - t0)
+  cps = tuple(cps[i] for i in keep)
+  fonts = {cp: [f for f in order if cp in cmaps[f] and _raw(chr(cp), f) is not None]
+           for cp in cps}
+  return cps, np.stack([masks[i] for i in keep]), fonts
 
 
 def choose_classes(max_per_alphabet: int = MAX_PER_ALPHABET) -> list[dict]:
   """The letters, their alphabets, fonts and split. Deterministic (no seed).
 
   Returns a list of dicts {cp, alphabet, system, fonts, split}, ordered by
-  split, alphabet, code point. Cached per process (a fresh copy each call).
+  split, alphabet, code point.
   """
-  return json.loads(_choose_classes(max_per_alphabet))
-
-
-def _choose(max_per_alphabet: int):
   from fontTools import unicodedata as fu
-  t0 = time.time()
-  cmaps = _cmaps(FONTS)
-  order = [name for name, _ in FONTS if name in cmaps]
-  candidates = sorted(set().union(*cmaps.values()))
-  log.info("glyphs: %d fonts cover %d letters", len(order), len(candidates))
-
-  cps, masks = [], []
-  for cp in candidates:
-    first = next(f for f in order if cp in cmaps[f])
-    m = _canonical(chr(cp), first)
-    if m is not None:
-      cps.append(cp)
-      masks.append(m)
-  keep = _dedupe(_near_copies(np.stack(masks)), DUPLICATE_DISTANCE)
-  cps = [cps[i] for i in keep]
-  log.info("glyphs: %d letters render ink, %d left after removing near-copies (%.1fs)",
-           len(masks), len(cps), time.time() - t0)
+  cps, _, fonts_of = letter_pool()
 
   # Alphabets: Unicode block, split by writing system where a block mixes several.
   by_block: dict[str, list[tuple[int, str]]] = {}
@@ -303,8 +313,7 @@ def _choose(max_per_alphabet: int):
     if len(members) > max_per_alphabet:
       members = sorted(select.choice(members, size=max_per_alphabet, replace=False).tolist())
     for cp in members:
-      fonts = [f for f in order if cp in cmaps[f]]
-      classes.append(dict(cp=int(cp), alphabet=name, system=system, fonts=fonts))
+      classes.append(dict(cp=int(cp), alphabet=name, system=system, fonts=list(fonts_of[cp])))
 
   # Splits: whole writing systems, largest first, to the split furthest below its share.
   sizes: dict[str, int] = {}
@@ -372,8 +381,11 @@ def _sha256(path: str) -> str:
 
 def _params(seed: int, max_per_alphabet: int) -> dict:
   import matplotlib
+  with open(__file__, "rb") as f:  # a cache made by other code is stale, even at the same VERSION
+    code = hashlib.sha256(f.read()).hexdigest()[:16]
   return dict(version=VERSION, seed=seed, max_per_alphabet=max_per_alphabet,
-              examples=EXAMPLES_PER_CLASS, size=SIZE, matplotlib=matplotlib.__version__)
+              examples=EXAMPLES_PER_CLASS, size=SIZE, matplotlib=matplotlib.__version__,
+              code=code)
 
 
 def _read_cache(stem: str, params: dict) -> ClassImages | None:
@@ -411,6 +423,8 @@ def _write_cache(stem: str, ds: ClassImages, params: dict, seconds: float) -> No
               alphabets={k: sorted(set(g)) for k, g in ds.groups.items()},
               class_names=ds.class_names, groups=ds.groups)
   atomic_write(stem + ".json", json.dumps(meta, indent=1, ensure_ascii=False))
+  for ext in (".npz", ".json"):  # mkstemp made them private; the cache is shareable data
+    os.chmod(stem + ext, 0o644)
 
 
 def cache_stem(data_dir: str = "", seed: int = 0,
@@ -429,9 +443,8 @@ def load(data_dir: str = "", *, seed: int = 0,
   Returns ClassImages: splits 'train'/'val'/'test' uint8 [classes, 20, 28, 28, 1],
   class_names 'U+XXXX NAME', groups = alphabet of each class.
   """
-  if max_per_alphabet < MIN_PER_ALPHABET:
-    raise ConfigError("max_per_alphabet", max_per_alphabet,
-                      "alphabets need at least MIN_PER_ALPHABET letters", f">= {MIN_PER_ALPHABET}")
+  if max_per_alphabet < 1:
+    raise ConfigError("max_per_alphabet", max_per_alphabet, "must be positive", ">= 1")
   stem = cache_stem(data_dir, seed, max_per_alphabet)
   params = _params(seed, max_per_alphabet)
   ds = _read_cache(stem, params)
