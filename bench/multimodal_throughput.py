@@ -8,6 +8,8 @@ compile step. Prints one JSON line per variant.
 """
 
 import argparse
+import os
+import sys
 import json
 import time
 
@@ -16,7 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from configs.multimodal_sortofclevr import get_config
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs.multimodal_sortofclevr import get_config  # noqa: E402
 from metajax import parallel
 from metajax.data import sort_of_clevr as soc
 from metajax.multimodal import train as mt

@@ -1,6 +1,7 @@
 """Multimodal transformer (early fusion of image, text and table tokens) on Sort-of-CLEVR.
 
-Run (CPU, ~15 min of 2 cores):
+Run (CPU: ~20 min of 2 cores, training 2,400 steps x 64 = 153,600 question examples,
+under 1 epoch of 9,800 images x 22 questions; plus a 1,200-step late-fusion baseline):
   python -m launch.main --config=configs/multimodal_sortofclevr.py --workdir=/tmp/mm_soc
 Tiny smoke run (seconds):
   python -m launch.main --config=configs/multimodal_sortofclevr.py:tiny --workdir=/tmp/mm_tiny
@@ -27,13 +28,13 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                  truncate_text=False, vocab_size=256, tokenizer="", fusion="early",
                  dtype="float32")
 
-  c.train = dict(steps=6000, batch_size=64, learning_rate=1e-3, warmup_steps=300,
+  c.train = dict(steps=2400, batch_size=64, learning_rate=1e-3, warmup_steps=200,
                  weight_decay=1e-4, clip_norm=1.0, regression_weight=0.0,
                  drop=dict(image=0.1, text=0.0, table=0.3),
-                 log_every=50, eval_every=500, checkpoint_every=500, eval_questions=1000)
+                 log_every=50, eval_every=200, checkpoint_every=200, eval_questions=1000)
   c.eval = dict(batch_size=500)
   # A late-fusion baseline of the same encoder size trained in the same run (0: skip).
-  c.compare = dict(late_fusion_steps=2000)
+  c.compare = dict(late_fusion_steps=1200)
   c.fewshot = dict(ways=5, shots=5, queries=5, episodes=500)
 
   if mode == "tiny":

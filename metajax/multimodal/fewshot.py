@@ -9,6 +9,8 @@ class-indexed embeddings [6 colours, examples, D].
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,7 @@ def protonet_logits(query_x: jax.Array, protos: jax.Array) -> jax.Array:
   return -((query_x[:, None, :] - protos[None]) ** 2).sum(-1)
 
 
+@functools.partial(jax.jit, static_argnames="spec")
 def episode_accuracy(key: jax.Array, embeddings: jax.Array, spec: EpisodeSpec) -> jax.Array:
   """Query accuracy [spec.batch] of a ProtoNet over class-indexed `embeddings` [C, E, D]."""
   tasks = sample_tasks(key, embeddings, spec)

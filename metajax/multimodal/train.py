@@ -165,7 +165,7 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train/loss": loss, "train/grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads), **aux}
     return TrainState(state.step + 1, params, opt_state), metrics
 
   return jax.jit(step, donate_argnums=0)

@@ -1,0 +1,216 @@
+"""Multimodal transformer, Sort-of-CLEVR data, bad inputs, few-shot head, training path (issue 4)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from metajax.data import sort_of_clevr as soc
+from metajax.errors import ConfigError
+from metajax.multimodal import (ModelConfig, MultimodalTransformer, Preprocessor, TableSchema,
+                                encode, load_tokenizer, train_tokenizer)
+from metajax.multimodal import fewshot
+from metajax.data.episodes import EpisodeSpec
+
+TINY = ModelConfig(image_shape=(75, 75, 3), patch=15, vocab_size=256, max_text_len=16,
+                   table_categorical=(6, 2), table_numeric=3, table_rows=3, dim=16, depth=1,
+                   heads=2, mlp_dim=32, num_classes=10, num_regression=2)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  return soc.generate(12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tok(scenes):
+  return train_tokenizer(sorted(set(scenes["q_text"].tolist())), 256)
+
+
+def _batch(scenes, tok, n=4):
+  from metajax.multimodal.train import Split
+  split = Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
+  b = split.batch(np.arange(n))
+  return {k: jnp.asarray(b[k]) for k in ("image", "text", "text_mask", "table_cat",
+                                         "table_num", "table_mask")}
+
+
+# --- data ---------------------------------------------------------------------------------
+def test_generator_is_deterministic_and_answers_match_the_scene(scenes):
+  again = soc.generate(12, seed=3)
+  for k in scenes:
+    np.testing.assert_array_equal(scenes[k], again[k])
+  assert not np.array_equal(soc.generate(12, seed=4)["images"], scenes["images"])
+  assert scenes["images"].shape == (12, 75, 75, 3)
+  fam = [soc.FAMILIES[f] for f in scenes["q_family"]]
+  # Per image: 10 non-relational, 10 relational, 2 table questions.
+  groups = np.array([soc.GROUP[f] for f in fam]).reshape(12, 22)
+  assert (groups[:, :10] == "non-relational").all() and (groups[:, 10:20] == "relational").all()
+  for q in range(len(fam)):
+    i, c, a = scenes["q_image"][q], scenes["q_colour"][q], soc.ANSWERS[scenes["q_answer"][q]]
+    cen, shp, img = scenes["centres"][i], scenes["shapes"][i], scenes["images"][i]
+    # The object of colour c is drawn at its centre in its colour.
+    np.testing.assert_array_equal(img[cen[c, 1], cen[c, 0]], soc.RGB[c])
+    d = np.sqrt(((cen - cen[c]) ** 2).sum(-1)).astype(float)
+    d[c] = np.inf
+    if fam[q] == "shape":
+      assert a == soc.SHAPES[shp[c]]
+    elif fam[q] == "left":
+      assert a == ("yes" if cen[c, 0] < 37.5 else "no")
+    elif fam[q] == "count":
+      assert a == str((shp == shp[c]).sum())
+    elif fam[q] == "closest":
+      assert a == soc.SHAPES[shp[d.argmin()]]
+    elif fam[q] == "furthest":
+      d[c] = -np.inf
+      assert a == soc.SHAPES[shp[d.argmax()]]
+    elif fam[q] in ("heavy", "closest_heavy"):
+      target = scenes["q_target"][q]
+      assert target in scenes["table_cat"][i][:, 0]  # the weight asked about is in the table
+      assert a == ("yes" if scenes["weights"][i][target] > 5 else "no")
+  assert "what shape is the object closest to the" in " ".join(scenes["q_text"])
+
+
+def test_cache_is_reused_and_a_corrupt_cache_is_rebuilt(tmp_path):
+  a = soc.load(str(tmp_path), num_train=3, num_test=2, seed=1)
+  (path,) = [p for p in (tmp_path / "sort_of_clevr").iterdir() if p.suffix == ".npz"]
+  stamp = path.stat().st_mtime_ns
+  b = soc.load(str(tmp_path), num_train=3, num_test=2, seed=1)
+  assert path.stat().st_mtime_ns == stamp  # read from the cache, not rewritten
+  np.testing.assert_array_equal(a["train"]["images"], b["train"]["images"])
+  path.write_bytes(path.read_bytes()[:100])  # torn file: checksum fails
+  c = soc.load(str(tmp_path), num_train=3, num_test=2, seed=1)
+  np.testing.assert_array_equal(a["test"]["q_answer"], c["test"]["q_answer"])
+  with pytest.raises(ConfigError, match="num_train"):
+    soc.load(str(tmp_path), num_train=0)
+
+
+# --- model ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
+  cfg = ModelConfig(**{**TINY.__dict__, "fusion": fusion})
+  model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
+  batch = _batch(scenes, tok)
+  full = model(batch)
+  assert full["logits"].shape == (4, 10) and full["regression"].shape == (4, 2)
+  assert full["embedding"].shape == (4, 16)
+  # Table absent for examples 0 and 2 (mask) == table keys left out entirely.
+  present = jnp.array([[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]], bool)
+  masked = model({**batch, "present": present})["logits"]
+  no_table = model({k: v for k, v in batch.items() if not k.startswith("table")})["logits"]
+  np.testing.assert_allclose(masked[::2], no_table[::2], atol=1e-5)
+  np.testing.assert_allclose(masked[1::2], full["logits"][1::2], atol=1e-5)
+  assert not np.allclose(full["logits"][0], no_table[0], atol=1e-5)  # the table matters
+
+
+def test_bf16_compute_runs_close_to_float32(scenes, tok):
+  batch = _batch(scenes, tok)
+  f32 = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))(batch)["logits"]
+  bf16 = MultimodalTransformer(ModelConfig(**{**TINY.__dict__, "dtype": "bfloat16"}),
+                               rngs=nnx.Rngs(0))(batch)["logits"]
+  assert bf16.dtype == jnp.float32
+  np.testing.assert_allclose(bf16, f32, atol=0.1)
+
+
+# --- bad input -----------------------------------------------------------------------------
+def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog):
+  schema = TableSchema(soc.TABLE_CATEGORICAL, soc.TABLE_NUMERIC, 3)
+  pre = Preprocessor((75, 75, 3), tok, 16, schema)
+  ok = pre(images=scenes["images"][:2], texts=["what shape is the red object?"] * 2,
+           tables=[[{"colour": "red", "shape": "circle", "x": 3, "y": 4, "weight": 1.0}], []])
+  assert ok["table_mask"].tolist() == [[True, False, False], [False, False, False]]
+  with pytest.raises(ConfigError, match=r"75, 75, 3"):
+    pre(images=np.zeros((2, 64, 64, 3), np.uint8))
+  with pytest.raises(ConfigError, match=r"75, 75, 3"):
+    pre(images=np.zeros((2, 75, 75, 1), np.uint8))
+  model = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))
+  with pytest.raises(ConfigError, match=r"75, 75, 3"):
+    model({"image": jnp.zeros((1, 75, 75, 4))})
+  long = "what shape is the red object " * 5
+  with pytest.raises(ConfigError, match="max_text_len=16.*truncate_text"):
+    pre(texts=[long])
+  with caplog.at_level("WARNING"):
+    cut = Preprocessor((75, 75, 3), tok, 16, schema, truncate_text=True)(texts=[long])
+  assert cut["text_mask"].all() and "truncated 1 of 1" in caplog.text
+  with pytest.raises(ConfigError, match="colour, shape, x, y, weight"):
+    pre(tables=[[{"colour": "red", "shape": "circle", "x": 3, "y": 4, "size": 1.0}]])
+  with pytest.raises(ConfigError, match="'red'.*'gray'"):
+    pre(tables=[[{"colour": "pink", "shape": "circle", "x": 3, "y": 4, "weight": 1.0}]])
+  with pytest.raises(ConfigError, match="<= 3 rows"):
+    pre(tables=[[dict(colour="red", shape="circle", x=0, y=0, weight=0)] * 4])
+  with pytest.raises(ConfigError, match="3 rows, 3 columns"):
+    model({"table_num": jnp.zeros((1, 3, 2)), "table_cat": jnp.zeros((1, 3, 2), jnp.int32),
+           "table_mask": jnp.ones((1, 3), bool)})
+  # A saved tokenizer reloads through PreTrainedTokenizerFast and encodes the same ids.
+  tok.save_pretrained(str(tmp_path / "tok"))
+  again = load_tokenizer(str(tmp_path / "tok"))
+  np.testing.assert_array_equal(encode(again, ["is the red object heavy?"], 16)[0],
+                                encode(tok, ["is the red object heavy?"], 16)[0])
+  with pytest.raises(ConfigError, match="tokenizer"):
+    load_tokenizer(str(tmp_path / "missing"))
+
+
+# --- few-shot head -------------------------------------------------------------------------
+def test_protonet_separates_separable_classes_and_not_noise():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(6, 1, 8)) * 5
+  separable = jnp.asarray(centres + rng.normal(size=(6, 20, 8)) * 0.1, jnp.float32)
+  spec = EpisodeSpec(ways=5, shots=1, queries=5, batch=32)
+  assert float(fewshot.episode_accuracy(jax.random.key(0), separable, spec).mean()) == 1.0
+  noise = jnp.asarray(rng.normal(size=(6, 20, 8)), jnp.float32)
+  assert float(fewshot.episode_accuracy(jax.random.key(0), noise, spec).mean()) < 0.4
+  p = fewshot.prototypes(jnp.array([[0.0, 2.0], [2.0, 4.0], [5.0, 5.0]]), jnp.array([0, 0, 1]), 2)
+  np.testing.assert_allclose(p, [[1.0, 3.0], [5.0, 5.0]])
+
+
+# --- config and training -------------------------------------------------------------------
+def _tiny():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "mm_cfg", os.path.join(os.path.dirname(__file__), "..", "configs",
+                             "multimodal_sortofclevr.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config("tiny")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("model.heads", 3, "must divide model.dim"), ("model.patch", 7, "must divide the image"),
+    ("model.fusion", "middle", "fusion"), ("train.drop.image", 1.0, "drop"),
+    ("train.steps", 0, "positive"), ("fewshot.ways", 7, "6 colour")])
+def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
+  from metajax.multimodal.train import train_and_evaluate
+  c = _tiny()
+  section, _, name = key.rpartition(".")
+  node = c
+  for part in section.split("."):
+    node = node[part]
+  node[name] = value
+  with pytest.raises(ConfigError, match=match):
+    train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_tiny_run_trains_resumes_and_reports(tmp_path):
+  from metajax import runlog
+  from metajax.multimodal.train import train_and_evaluate
+  c = _tiny()
+  c.data.data_dir = str(tmp_path / "data")
+  c.compare.late_fusion_steps = 0
+  out = train_and_evaluate(c, str(tmp_path / "run"))
+  text = open(out["report"]).read()
+  for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet"):
+    assert needle in text
+  rows = runlog.read_metrics(str(tmp_path / "run"))
+  assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
+  assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+  # Rerun in the same workdir: resumes at the last checkpoint (no new training rows).
+  again = train_and_evaluate(c, str(tmp_path / "run"))
+  assert runlog.read_metrics(str(tmp_path / "run")) == rows
+  assert again["accuracy"] == out["accuracy"]
+  res = json.load(open(tmp_path / "run" / "results.json"))
+  assert set(res["accuracy"]) >= {"image+text+table", "text only"}
