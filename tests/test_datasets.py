@@ -64,14 +64,17 @@ def test_no_meta_test_class_is_a_near_copy_of_a_meta_train_class():
   classes = glyphs.choose_classes()
   cps, masks, _ = glyphs.letter_pool()
   row = {cp: i for i, cp in enumerate(cps)}
-  d = glyphs._near_copies(masks[[row[c["cp"]] for c in classes]])
-  split = np.asarray([c["split"] for c in classes])
-  np.fill_diagonal(d, 1.0)
-  assert d.min() >= glyphs.DUPLICATE_DISTANCE  # not within splits either
-  assert d[np.ix_(split == "test", split == "train")].min() >= glyphs.DUPLICATE_DISTANCE
-  # and the rule does catch homoglyphs: Latin o / Cyrillic o / Greek omicron
-  homo = [glyphs._canonical(ch, "DejaVuSans.ttf") for ch in ("o", "\u043e", "\u03bf")]
-  assert glyphs._near_copies(np.stack(homo)).max() < glyphs.DUPLICATE_DISTANCE
+  near = glyphs.near_copies(masks[[row[c["cp"]] for c in classes]], [c["system"] for c in classes])
+  np.fill_diagonal(near, False)
+  assert not near.any()  # not across splits, nor within one
+  # the rule catches homoglyphs: Latin o / Cyrillic o / Greek omicron; B / narrower Old Italic BE
+  for chars, systems in ((("o", "\u043e", "\u03bf"), ("Latin", "Cyrillic", "Greek")),
+                         (("B", "\U00010301"), ("Latin", "Old Italic"))):
+    m = np.stack([glyphs._canonical(ch, "DejaVuSans.ttf") for ch in chars])
+    assert glyphs.near_copies(m, systems).all()
+  # and keeps letters that differ: b / h, Latin L / L with middle dot
+  m = np.stack([glyphs._canonical(ch, "DejaVuSans.ttf") for ch in "bh"])
+  assert not glyphs.near_copies(m, ["Latin"] * 2)[0, 1]
 
 
 # ---------------------------------------------------------------- glyphs: arrays and cache

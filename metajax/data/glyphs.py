@@ -16,14 +16,17 @@ changes the renderings):
      <font>, <wide>, ...) are left out, since the examples already vary the
      typeface.
   2. Canonical rendering: the letter in its first covering font, fitted to the
-     box, as a 56x56 ink mask. Greedily in code-point order, a letter is
-     dropped when it is a near-copy of one already kept: less than
-     `DUPLICATE_DISTANCE` of either's ink lies more than 1 px from the other's
-     ink. That removes Latin 'o' / Cyrillic 'о' / Greek 'ο', Arabic isolated
-     presentation forms of base letters, 'l' / 'I', 'o' / 'O' (glyphs are
-     fitted to the box) and accents too small to tell apart at 28x28
-     ('Ó' / 'Ò'). It runs over all splits at once, so no meta-test class is a
-     near-copy of a meta-train class.
+     box as in the examples, as a 56x56 ink mask, plus a copy stretched to fill
+     the box. Greedily in code-point order, a letter is dropped when it is a
+     near-copy of one already kept (`near_copies`): in the same writing
+     system, less than `DUPLICATE_DISTANCE` of either's ink lies more than
+     1 px from the other's ('l' / 'I', Arabic isolated presentation forms of
+     base letters, accents too small to tell apart at 28x28 like 'Ó' / 'Ò');
+     across writing systems, the stretched copies differ by less than
+     `CROSS_SCRIPT_DISTANCE` (Latin 'o' / Cyrillic 'о' / Greek 'ο', Latin 'B' /
+     Old Italic '𐌁' which is narrower, 'K' / Cyrillic 'Ꝁ'). It runs over all
+     splits at once, so no meta-test class is a near-copy of a meta-train
+     class.
   3. Alphabet = Unicode block, split by writing system where a block mixes
      several (e.g. 'Alphabetic Presentation Forms (Hebrew)'). The writing
      system of a letter is the script of its compatibility decomposition.
@@ -41,7 +44,7 @@ rebuilt, never used. Generation takes about 15 s of one core.
 Example:
   >>> ds = load('/tmp/metajax-data')            # doctest: +SKIP
   >>> ds.splits['train'].shape                   # doctest: +SKIP
-  (927, 20, 28, 28, 1)
+  (880, 20, 28, 28, 1)
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ SPLIT_FRACTIONS = {"train": 0.60, "val": 0.15, "test": 0.25}
 MIN_PER_ALPHABET = 10
 MAX_PER_ALPHABET = 80
 DUPLICATE_DISTANCE = 0.02
+CROSS_SCRIPT_DISTANCE = 0.08
 
 # Font files of matplotlib's mpl-data/fonts/ttf, in order of preference for
 # the canonical rendering. (file, ascii_only): the Computer Modern files use
@@ -223,17 +227,24 @@ def _writing_system(ch: str) -> str:
 
 
 def _canonical(ch: str, font: str) -> np.ndarray | None:
-  """The undistorted letter at 56x56 as a boolean ink mask (None if blank or a speck)."""
+  """The undistorted letter as bool [2, 56, 56] ink masks, or None if blank or a speck.
+
+  [0]: fitted like the examples (aspect kept); [1]: stretched to fill the box
+  in both directions (at most 3x), which makes a narrow 'B' match a wide one.
+  """
   im = _raw(ch, font)
   if im is None or max(im.size) - 8 < 0.3 * _PT:  # dot-like letters are not characters to learn
     return None
-  return _warp(im, size=2 * SIZE, ss=1) >= 128
+  w, h = im.size[0] - 8, im.size[1] - 8
+  side = max(w, h, _MIN_SIDE)
+  fill = (min(side / w, 3.0), min(side / h, 3.0))
+  return np.stack([_warp(im, size=2 * SIZE, ss=1), _warp(im, scale=fill, size=2 * SIZE, ss=1)]) >= 128
 
 
-def _near_copies(masks: np.ndarray) -> np.ndarray:
-  """[n, n] distance: the larger fraction of either mask's ink not within 1 px of the other's.
+def _distance(masks: np.ndarray) -> np.ndarray:
+  """[n, n]: the larger fraction of either mask's ink not within 1 px of the other's ink.
 
-  0 for identical shapes; 'Ó' vs 'Ò' at 56x56 is about 0.01, 'b' vs 'h' 0.1.
+  0 for identical shapes; at 56x56, 'Ó' vs 'Ò' is about 0.01, 'b' vs 'h' 0.1.
   """
   a = masks.astype(np.float32)
   pad = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
@@ -247,14 +258,28 @@ def _near_copies(masks: np.ndarray) -> np.ndarray:
   return np.maximum(miss, miss.T)
 
 
-def _dedupe(distance: np.ndarray, threshold: float) -> np.ndarray:
-  """Greedy in index order: keeps i unless it is within `threshold` of an earlier kept one."""
-  dropped = np.zeros(len(distance), bool)
+def near_copies(masks: np.ndarray, systems) -> np.ndarray:
+  """bool [n, n]: letter i is a near-copy of letter j (masks from `_canonical`).
+
+  Within a writing system: the fitted shapes differ by < `DUPLICATE_DISTANCE`
+  (same shape, or accents too small to see). Across writing systems, looser:
+  the stretched shapes differ by < `CROSS_SCRIPT_DISTANCE` (homoglyphs such as
+  Latin 'B' and Old Italic '𐌁', 'K' and Cyrillic 'Ꝁ').
+  """
+  systems = np.asarray(systems)
+  same = systems[:, None] == systems[None, :]
+  return np.where(same, _distance(masks[:, 0]) < DUPLICATE_DISTANCE,
+                  _distance(masks[:, 1]) < CROSS_SCRIPT_DISTANCE)
+
+
+def _dedupe(near: np.ndarray) -> np.ndarray:
+  """Greedy in index order: keeps i unless it is a near-copy of an earlier kept one."""
+  dropped = np.zeros(len(near), bool)
   kept = []
-  for i in range(len(distance)):
+  for i in range(len(near)):
     if not dropped[i]:
       kept.append(i)
-      dropped |= distance[i] < threshold
+      dropped |= near[i]
   return np.asarray(kept, dtype=np.int64)
 
 
@@ -262,8 +287,9 @@ def _dedupe(distance: np.ndarray, threshold: float) -> np.ndarray:
 def letter_pool():
   """The letters left after steps 1-2 (cached per process).
 
-  Returns (cps: tuple of code points, masks: bool [n, 56, 56] canonical
-  renderings, fonts: dict cp -> covering font files in `FONTS` order).
+  Returns (cps: tuple of code points, masks: bool [n, 2, 56, 56] canonical
+  renderings, fonts: dict cp -> covering font files in `FONTS` order that
+  render it).
   """
   t0 = time.time()
   cmaps = _cmaps(FONTS)
@@ -276,13 +302,14 @@ def letter_pool():
     if m is not None:
       cps.append(cp)
       masks.append(m)
-  keep = _dedupe(_near_copies(np.stack(masks)), DUPLICATE_DISTANCE)
+  masks = np.stack(masks)
+  keep = _dedupe(near_copies(masks, [_writing_system(chr(cp)) for cp in cps]))
   log.info("glyphs: %d letters render ink, %d left after removing near-copies (%.1fs)",
            len(masks), len(keep), time.time() - t0)
   cps = tuple(cps[i] for i in keep)
   fonts = {cp: [f for f in order if cp in cmaps[f] and _raw(chr(cp), f) is not None]
            for cp in cps}
-  return cps, np.stack([masks[i] for i in keep]), fonts
+  return cps, masks[keep], fonts
 
 
 def choose_classes(max_per_alphabet: int = MAX_PER_ALPHABET) -> list[dict]:
