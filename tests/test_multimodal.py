@@ -214,3 +214,12 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   assert again["accuracy"] == out["accuracy"]
   res = json.load(open(tmp_path / "run" / "results.json"))
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
+  # The trained model answers a researcher's raw image / question / table.
+  from metajax.multimodal.train import load_trained
+  model, pre = load_trained(str(tmp_path / "run"))
+  scenes = soc.generate(2, seed=9)
+  rows = [[dict(colour="red", shape="circle", x=10, y=20, weight=7.5)], []]
+  logits = model(pre(images=scenes["images"], texts=["is the red object heavy?"] * 2,
+                     tables=rows))["logits"]
+  assert logits.shape == (2, len(soc.ANSWERS)) and np.isfinite(logits).all()
+  assert model(pre(texts=["is the red object heavy?"]))["logits"].shape == (1, 10)

@@ -205,16 +205,22 @@ def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1
   return (acc, np.concatenate(embs)) if want_embeddings else acc
 
 
+def make_optimizer(config, steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup and cosine decay to 0 at `steps`, global-norm clipping."""
+  t = config.train
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
+                                                max(steps, t.warmup_steps + 1))
+  return optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                     optax.adamw(schedule, weight_decay=t.weight_decay))
+
+
 # --- one training run (used for the main model and the late-fusion baseline) --------------
 def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str):
   t = config.train
   model = MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed))
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
-                                                max(steps, t.warmup_steps + 1))
-  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                   optax.adamw(schedule, weight_decay=t.weight_decay))
+  tx = make_optimizer(config, steps)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   state = parallel.replicate(state, mesh)
   mngr = checkpoint.manager(workdir)
@@ -382,3 +388,29 @@ def data_desc(config) -> str:
 def _row_at(rows, step):
   hits = [r for r in rows if r["step"] == step and "eval/all" in r]
   return hits[-1] if hits else None
+
+
+def load_trained(workdir: str):
+  """(model, preprocessor) of the run in `workdir`, at its latest checkpoint.
+
+  >>> model, pre = load_trained('/tmp/mm_soc')
+  >>> batch = pre(images=imgs, texts=['is the red object heavy?'] * len(imgs), tables=rows)
+  >>> answers = [ANSWERS[i] for i in model(batch)['logits'].argmax(-1)]
+  """
+  import ml_collections
+  from metajax.multimodal.inputs import Preprocessor, TableSchema
+  with open(os.path.join(workdir, runlog.CONFIG_FILE)) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  tok = load_tokenizer(config.model.tokenizer or os.path.join(workdir, "tokenizer"))
+  mcfg = model_config(config, tok.vocab_size)
+  graphdef, params = nnx.split(MultimodalTransformer(mcfg, rngs=nnx.Rngs(0)))
+  params = nnx.to_pure_dict(params)
+  tx = make_optimizer(config, config.train.steps)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  state, step = checkpoint.restore_or(checkpoint.manager(workdir), state)
+  if step is None:
+    raise ConfigError("workdir", workdir, "holds no checkpoint", "the workdir of a finished run")
+  schema = TableSchema(soc.TABLE_CATEGORICAL, soc.TABLE_NUMERIC, config.data.table_rows)
+  pre = Preprocessor((soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), tok, config.model.max_text_len,
+                     schema, config.model.truncate_text)
+  return nnx.merge(graphdef, state.params), pre
