@@ -182,7 +182,7 @@ def render_example(ch: str, font: str, rng: np.random.Generator) -> np.ndarray:
   """One augmented 28x28 uint8 rendering of `ch` in `font` (ink 255 on 0)."""
   im = _raw(ch, font)
   bold = "Bol" in font or font == "cmb10.ttf"
-  stroke = int(rng.choice([-2, -1, 0, 0]) if bold else rng.choice([-1, 0, 0, 1, 2]))
+  stroke = int(rng.choice([-2, -1, 0]) if bold else rng.choice([-1, 0, 0, 1, 2]))
   rotate = math.radians(rng.uniform(-12.0, 12.0))
   shear = rng.uniform(-0.2, 0.2)
   s, aspect = rng.uniform(0.8, 1.1), math.exp(rng.uniform(-0.1, 0.1))
