@@ -57,9 +57,10 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.group_size = 3
   c.max_budget = 3.0
   c.families = ("mlp", "rf")
-  c.space.mlp.units = ("choice", (16,))
+  # the hand-set default's architecture: search and baselines share one compiled program
+  c.space.mlp.units = ("choice", (128,))
   c.space.mlp.layers = ("choice", (2,))
-  c.space.mlp.batch_size = ("choice", (16,))
+  c.space.mlp.batch_size = ("choice", (32,))
   c.store_path = "{workdir}/experience.sqlite"
   return c
 

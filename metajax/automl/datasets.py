@@ -98,11 +98,9 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
   """
   import tensorflow_datasets as tfds
   kw = {"data_dir": data_dir} if data_dir else {}
-  builder = tfds.builder(name, **kw)
-  splits = list(builder.info.splits.keys())
-  label = "label" if "label" in builder.info.features else "survived"
 
   def convert(rows):
+    label = "label" if "label" in rows[0] else "survived"
     y = np.array([r[label] for r in rows])
     r0 = rows[0]
     if "image" in r0:
@@ -118,12 +116,14 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
       return v.item().decode() if v.dtype.kind in "SO" else float(v)
     return "table", np.array([[cell(r["features"][f]) for f in feats] for r in rows], object), y
 
-  train_split = "train" if "train" in splits else splits[0]
-  src = tfds.data_source(name, split=train_split, **kw)
-  modality, X, y = convert(_tfds_rows(src, max_rows))
+  modality, X, y = convert(_tfds_rows(tfds.data_source(name, split="train", **kw), max_rows))
   test = None
-  if "test" in splits and train_split != "test":
-    _, Xt, yt = convert(_tfds_rows(tfds.data_source(name, split="test", **kw), max_rows // 4))
+  try:
+    rows = _tfds_rows(tfds.data_source(name, split="test", **kw), max(max_rows // 4, 1))
+  except (ValueError, KeyError):  # no test split (e.g. titanic): split one off here
+    rows = []
+  if rows:
+    _, Xt, yt = convert(rows)
     test = (Xt, yt)
   return Dataset(f"tfds:{name}", modality, X, y, test=test)
 

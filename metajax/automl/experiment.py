@@ -15,7 +15,8 @@ import time
 from absl import logging
 
 from metajax import parallel, runlog
-from metajax.automl import config as config_lib, data as data_lib, datasets, report, search
+from metajax.automl import config as config_lib, data as data_lib, datasets, population, report
+from metajax.automl import search
 from metajax.automl.store import ExperienceStore
 
 DEFAULTS = {  # the hand-set configuration a practitioner would try first
@@ -37,9 +38,10 @@ def load_data(cfg) -> tuple[data_lib.Prepared, list[str]]:
 
 
 def run_search(prep, cfg, fams, state_path=None, store=None, run_id="", on_rung=None,
-               mesh=None) -> search.Executor:
+               programs=None) -> search.Executor:
   """Runs `cfg.scheduler` over `fams` on `prep`; resumes from `state_path` when it exists."""
-  ex = search.Executor(prep, cfg, state_path, "search", store, run_id, on_rung, mesh)
+  ex = search.Executor(prep, cfg, state_path, "search", store, run_id, on_rung,
+                       programs=programs)
   sampler = search.Sampler(cfg.space, fams, cfg.sampler, cfg.seed, cfg.group_size)
   eta, lo, hi = int(cfg.eta), cfg.min_budget, cfg.max_budget
   try:
@@ -58,12 +60,12 @@ def run_search(prep, cfg, fams, state_path=None, store=None, run_id="", on_rung=
   return ex
 
 
-def run_baselines(prep, cfg, fams, units: float, workdir: str | None, mesh=None):
+def run_baselines(prep, cfg, fams, units: float, workdir: str | None, programs=None):
   """Random search and the hand-set default, each trained to max_budget, with `units` of budget."""
   out = {}
   n = max(1, int(units // cfg.max_budget))
   rs = search.Executor(prep, cfg, workdir and os.path.join(workdir, "random_state.pkl"),
-                       "random", mesh=mesh)
+                       "random", programs=programs)
   rs.deadline = math.inf
   sampler = search.Sampler(cfg.space, fams, "random", cfg.seed + 7919, cfg.group_size)
   search.fixed(rs, [dict(family=t.family, **t.hp) for t in search._new(rs, sampler, n)],
@@ -72,7 +74,7 @@ def run_baselines(prep, cfg, fams, units: float, workdir: str | None, mesh=None)
   fam = next((f for f in fams if f in DEFAULTS), fams[0])
   hp = DEFAULTS.get(fam, {})
   de = search.Executor(prep, cfg, workdir and os.path.join(workdir, "default_state.pkl"),
-                       "default", mesh=mesh)
+                       "default", programs=programs)
   de.deadline = math.inf
   search.fixed(de, [dict(family=fam, **hp)], cfg.max_budget)
   out["hand-set default"] = de
@@ -100,7 +102,7 @@ def run(config, workdir: str) -> dict:
   config_lib.validate(config)
   prep, fams = load_data(config)
   resumed = runlog.prepare_workdir(workdir, config)
-  mesh = parallel.make_mesh(config.num_devices or None)
+  programs = population.Programs(parallel.make_mesh(config.num_devices or None))
   store = ExperienceStore(store_path(config, workdir))
   run_id = hashlib.sha1((os.path.abspath(workdir) + config.to_json_best_effort())
                         .encode()).hexdigest()[:12]
@@ -116,10 +118,10 @@ def run(config, workdir: str) -> dict:
                  ex.rungs, len(ex.trials), ex.units, best, ex.now())
 
   t0 = time.perf_counter()
-  ex = run_search(prep, config, fams, state_path, store, run_id, on_rung, mesh)
+  ex = run_search(prep, config, fams, state_path, store, run_id, on_rung, programs)
   writer.close()
   # ---- baselines at the same budget (budget units), then test scores
-  base = run_baselines(prep, config, fams, ex.units, workdir, mesh) if config.baselines else {}
+  base = run_baselines(prep, config, fams, ex.units, workdir, programs) if config.baselines else {}
   best, test = evaluate_best(ex)
   base_results = {k: evaluate_best(v) for k, v in base.items()}
   if best is not None:

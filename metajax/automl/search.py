@@ -100,11 +100,12 @@ class Executor:
   """
 
   def __init__(self, prep: Prepared, cfg, state_path: str | None, label: str = "search",
-               store=None, run_id: str = "", on_rung: Callable | None = None, mesh=None):
+               store=None, run_id: str = "", on_rung: Callable | None = None, mesh=None,
+               programs: population.Programs | None = None):
     self.prep, self.cfg, self.state_path, self.label = prep, cfg, state_path, label
     self.store, self.run_id, self.on_rung = store, run_id, on_rung
-    self.mesh = mesh or parallel.make_mesh()
-    self.programs = population.Programs(self.mesh)
+    self.programs = programs or population.Programs(mesh or parallel.make_mesh())
+    self.mesh = self.programs.mesh
     self.trials: dict[int, Trial] = {}
     self.states: dict[int, Any] = {}
     self.done: set[tuple[int, float]] = set()
@@ -135,7 +136,8 @@ class Executor:
   def persist(self) -> None:
     self.elapsed = self.now()
     if self.state_path:
-      live = {i: s for i, s in self.states.items() if self.trials[i].status == "running"}
+      live = {i: s for i, s in self.states.items()
+              if self.trials[i].status in ("running", "complete")}  # pruned ones are not needed
       atomic_write(self.state_path, pickle.dumps(dict(
           trials=[t.row() for t in self.trials.values()], states=live, done=self.done,
           elapsed=self.elapsed, units=self.units, rungs=self.rungs)))

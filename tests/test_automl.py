@@ -1,0 +1,335 @@
+"""AutoML: spaces, data checks, population training, schedulers, resume, store, report, API."""
+
+import json
+import math
+import multiprocessing as mp
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from metajax.automl import config as config_lib, data as data_lib, experiment, population, search
+from metajax.automl import space as space_lib
+from metajax.automl.store import ExperienceStore
+from metajax.errors import ConfigError
+
+
+def _cfg(**kw):
+  c = config_lib.default_config()
+  c.baselines = False
+  c.store_path = "{workdir}/exp.sqlite"
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def _iris():
+  return experiment.load_data(_cfg(dataset="iris", families=("rf", "gbm")))
+
+
+# ------------------------------------------------------------------ spaces
+def test_sampling_is_deterministic_bounded_and_grouped():
+  s = space_lib.default_space()
+  fams = ["mlp", "rf", "gbm"]
+  a = space_lib.sample(s, fams, 24, "sobol", seed=3, group_size=4)
+  assert a == space_lib.sample(s, fams, 24, "sobol", seed=3, group_size=4)
+  assert a != space_lib.sample(s, fams, 24, "sobol", seed=4, group_size=4)
+  assert {c["family"] for c in a} == set(fams)
+  for c in a:
+    assert set(c) - {"family"} == set(dict(s[c["family"]]))  # conditional on family
+    if c["family"] == "mlp":
+      assert 1e-3 <= c["learning_rate"] <= 1e-1 and c["units"] in (64, 128, 256)
+      assert c["optimizer"] in ("adam", "sgd", "rmsprop") and c["dropout"] in (0.2, 0.5)
+    if c["family"] == "rf":
+      assert 1 <= c["min_samples_leaf"] <= 8
+  for g in range(0, 24, 4):  # a group shares family and structure, not the rest
+    grp = a[g:g + 4]
+    assert len({(c["family"], c.get("units"), c.get("layers"), c.get("batch_size")) for c in grp}) == 1
+  mlp = [c for c in a if c["family"] == "mlp"]
+  assert len({c["learning_rate"] for c in mlp}) == len(mlp)
+  r = space_lib.sample(s, fams, 10, "random", seed=0)
+  assert all(1e-2 <= c["learning_rate"] <= 0.3 for c in r if c["family"] == "gbm")
+  # offsets continue the same sequence
+  assert space_lib.sample(s, fams, 4, "sobol", 3, 4, offset=4) == a[4:8]
+
+
+def test_bad_space_and_config_fail_before_the_workdir(tmp_path):
+  s = space_lib.default_space()
+  s.mlp.learning_rate = ("log_uniform", 0.0, 1.0)
+  with pytest.raises(ConfigError, match="lo > 0"):
+    space_lib.check_space(s, ["mlp"])
+  for key, value, match in [("scheduler", "bohb", "scheduler"), ("metric", "auc", "metric"),
+                            ("eta", 1, "eta"), ("max_budget", 0.5, "max_budget"),
+                            ("dataset", "nope", "dataset"), ("families", ("xgb",), "families")]:
+    c = _cfg(**{key: value})
+    wd = tmp_path / key
+    with pytest.raises(ConfigError, match=match):
+      experiment.run(c, str(wd))
+    assert not wd.exists()
+  c = _cfg(dataset="iris", families=("cnn",))  # cnn needs images
+  with pytest.raises(ConfigError, match="needs image"):
+    experiment.run(c, str(tmp_path / "cnn"))
+  assert not (tmp_path / "cnn").exists()
+
+
+# ------------------------------------------------------------------ data
+def test_bad_data_is_refused_or_fixed_and_reported():
+  rng = np.random.default_rng(0)
+  n = 60
+  X = np.empty((n, 4), object)
+  X[:, 0] = rng.normal(size=n)
+  X[:, 1] = [str(v) for v in rng.normal(size=n)]
+  X[3, 1], X[7, 1] = "oops", None                # junk in a numeric column
+  X[:, 2] = None                                  # all missing
+  X[:, 3] = rng.choice(["red", "green", "blue"], n)  # categorical
+  y = np.array(["a", "b"] * (n // 2))
+  p = data_lib.prepare(data_lib.Dataset("junk", "table", X, y), seed=0)
+  notes = " ".join(p.notes)
+  assert "1 non-numeric" in notes and "all missing: dropped" in notes
+  tr = p.views["flat"][0]
+  assert tr.shape[1] == 2 + 3 and np.isfinite(tr).all()
+  bad = [(X[:10], y[:10], "too few rows"), (X, y[:-1], "60 rows but y has 59"),
+         (X, np.array(["a"] * n), "at least two classes"),
+         (X, np.array(["a"] * (n - 2) + ["b", "b"]), "fewer than 3 rows")]
+  for Xb, yb, match in bad:
+    with pytest.raises(data_lib.DataError, match=match):
+      data_lib.prepare(data_lib.Dataset("bad", "table", Xb, yb), seed=0)
+
+
+def test_stratified_split_and_text_prep():
+  p, fams = _iris()
+  assert fams == ["rf", "gbm"]
+  for part in p.y:
+    assert np.bincount(part).min() >= np.bincount(part).max() - 1  # balanced classes stay so
+  texts = [f"great tasty snack number {i}" if i % 2 else f"awful stale thing {i}" for i in range(40)]
+  t = data_lib.prepare(data_lib.Dataset("t", "text", texts, np.arange(40) % 2), seed=0,
+                       seq_len=8, vocab_size=60)
+  ids = t.views["ids"][0]
+  assert ids.shape[1] == 8 and ids.dtype == np.int32 and (ids > 0).any()
+  assert t.views["flat"][0].shape[1] == t.prep.vocab_size
+
+
+# ------------------------------------------------------------------ population training
+def test_optimizer_switch_matches_optax():
+  import jax
+  import optax
+  rng = np.random.default_rng(0)
+  p = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
+  for k, tx in enumerate([optax.adam(0.1), optax.sgd(0.1, momentum=0.9), optax.rmsprop(0.1)]):
+    ours = {"mu": jax.tree.map(np.zeros_like, p), "nu": jax.tree.map(np.zeros_like, p),
+            "count": np.zeros((), np.int32)}
+    theirs, q, q2 = tx.init(p), p, p
+    for i in range(3):
+      g = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
+      q, ours = population.opt_update(g, ours, q, dict(lr=0.1, wd=0.0, opt=k))
+      u, theirs = tx.update(g, theirs, q2)
+      q2 = optax.apply_updates(q2, u)
+    np.testing.assert_allclose(q["w"], q2["w"], rtol=2e-5, atol=1e-6)
+
+
+def test_population_members_are_independent_and_resume_from_state():
+  """A member's training does not depend on its partners, and 1 + 2 epochs == 3 epochs."""
+  import jax
+  from metajax import parallel
+  rng = np.random.default_rng(0)
+  X = rng.normal(size=(64, 5)).astype(np.float32)
+  Y = (X[:, 0] > 0).astype(np.int32)
+  progs = population.Programs(parallel.make_mesh(1))
+  arch = population.Arch("mlp", 2, 8, 16, (5,), 2, 4)
+  hp = [dict(learning_rate=0.05, optimizer="adam", dropout=0.2),
+        dict(learning_rate=0.01, optimizer="sgd", dropout=0.5)]
+  Xd, Yd = parallel.replicate(X, progs.mesh), parallel.replicate(Y, progs.mesh)
+  run = lambda hps, seeds, states, e: population.train_population(
+      progs, arch, 2, seeds, hps, states, e, Xd, Yd, Xd)
+  both, curves, probs, _ = run(hp, [1, 2], [None, None], 3)
+  alone, _, probs1, _ = run(hp[:1], [1], [None], 3)
+  np.testing.assert_allclose(both[0]["params"]["out"]["w"], alone[0]["params"]["out"]["w"],
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(probs[0], probs1[0], rtol=1e-5, atol=1e-6)
+  first, _, _, _ = run(hp, [1, 2], [None, None], 1)
+  cont, _, probs2, _ = run(hp, [1, 2], first, 2)
+  for a, b in zip(jax.tree.leaves(cont), jax.tree.leaves(both)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert curves.shape == (2, 3) and np.isfinite(curves).all()
+  assert progs.compiles == 1  # one program for the architecture, whatever the membership
+
+
+def test_cnn_and_gru_populations_learn_a_separable_task():
+  from metajax import parallel
+  rng = np.random.default_rng(0)
+  progs = population.Programs(parallel.make_mesh(1))
+  y = (np.arange(64) % 2).astype(np.int32)
+  img = rng.normal(size=(64, 8, 8, 1)).astype(np.float32) * 0.3 + y[:, None, None, None]
+  ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
+  ids[:, 0] = 1 + y  # the first token gives the class away
+  hp = [dict(learning_rate=0.01, optimizer="adam", dropout=0.2)]
+  for fam, X, shape, vocab in [("cnn", img, (8, 8, 1), 0), ("gru", ids, (6,), 20)]:
+    arch = population.Arch(fam, 1, 16, 16, shape, 2, 4, vocab)
+    Xd = parallel.replicate(X, progs.mesh)
+    _, curves, probs, _ = population.train_population(
+        progs, arch, 1, [0], hp, [None], 6, Xd, parallel.replicate(y, progs.mesh), Xd)
+    assert curves[0, -1] < curves[0, 0], fam
+    assert (probs[0].argmax(1) == y).mean() > 0.8, fam
+
+
+# ------------------------------------------------------------------ schedulers, failure, resume
+def test_budgets_and_hyperband_brackets():
+  assert search.budgets(1, 27, 3) == [1, 3, 9, 27]
+  assert search.budgets(1, 10, 3) == [1, 3, 9, 10]
+  prep, fams = _iris()
+  c = _cfg(dataset="iris", families=("rf",), scheduler="hyperband", max_budget=9.0)
+  ex = experiment.run_search(prep, c, fams)
+  by_bracket = {}
+  for t in ex.trials.values():
+    by_bracket.setdefault(t.bracket, []).append(t)
+  # s_max = 2: brackets of 9 trials at 1, 5 at 3, 3 at 9 (n = ceil(3/(s+1) * 3^s))
+  assert {s: len(v) for s, v in by_bracket.items()} == {2: 9, 1: 5, 0: 3}
+  assert sorted({t.history[0]["budget"] for t in by_bracket[1]}) == [3.0]
+  assert sum(t.status == "complete" for t in by_bracket[2]) == 1
+  assert all(t.budget == 9.0 for t in ex.trials.values() if t.status == "complete")
+
+
+def test_asha_is_deterministic_and_promotes_the_best():
+  prep, fams = _iris()
+  c = _cfg(dataset="iris", families=("rf", "gbm"), scheduler="asha", max_budget=9.0,
+           max_trials=12, asha_workers=4)
+  a = experiment.run_search(prep, c, fams)
+  b = experiment.run_search(prep, c, fams)
+  rows = lambda ex: [(t.id, t.status, [(h["budget"], h["score"]) for h in t.history])
+                     for t in ex.trials.values()]
+  assert rows(a) == rows(b) and len(a.trials) == 12
+  at1 = sorted((t for t in a.trials.values()), key=lambda t: (-t.history[0]["score"], t.id))
+  promoted = [t for t in a.trials.values() if t.budget > 1]
+  assert promoted and at1[0] in promoted
+  assert len(promoted) <= 12 // 3 + 1
+  assert any(t.status == "complete" for t in a.trials.values())
+
+
+def test_killed_search_resumes_without_redoing_work(tmp_path):
+  prep, fams = _iris()
+  c = _cfg(dataset="iris", families=("rf", "gbm"), scheduler="sh", n_trials=9, max_budget=9.0)
+  full = experiment.run_search(prep, c, fams)
+
+  class Kill(Exception):
+    pass
+
+  def kill_after_first(ex):
+    if ex.rungs == 1:
+      raise Kill
+
+  path = str(tmp_path / "state.pkl")
+  with pytest.raises(Kill):
+    experiment.run_search(prep, c, fams, path, on_rung=kill_after_first)
+  with open(path, "rb") as f:
+    assert len(pickle.load(f)["done"]) == 9  # rung 1 persisted
+  resumed = experiment.run_search(prep, c, fams, path)
+  assert resumed.skipped == 9  # the 9 first-rung jobs were not trained again
+  key = lambda ex: [(t.id, t.status, [(h["budget"], h["score"]) for h in t.history])
+                    for t in ex.trials.values()]
+  assert key(resumed) == key(full)
+
+
+def test_nan_trial_fails_and_the_search_goes_on(tmp_path):
+  prep, _ = experiment.load_data(_cfg(dataset="wine", families=("mlp",)))
+  c = _cfg(dataset="wine", families=("mlp",), scheduler="sh", n_trials=4, max_budget=3.0,
+           group_size=4)
+  c.space.mlp = dict(learning_rate=("choice", (1e-2, 1e12)), batch_size=("choice", (32,)),
+                     layers=("choice", (2,)), units=("choice", (16,)),
+                     optimizer=("choice", ("sgd",)), dropout=("choice", (0.2,)))
+  ex = experiment.run_search(prep, c, ["mlp"])
+  failed = [t for t in ex.trials.values() if t.status == "failed"]
+  ok = [t for t in ex.trials.values() if t.status != "failed"]
+  assert failed and ok and all(t.hp["learning_rate"] > 1 for t in failed)
+  assert all("non-finite" in t.note for t in failed)
+  assert any(t.status == "complete" and math.isfinite(t.score) for t in ok)
+  assert search.leaderboard(ex.trials.values())[-1].status == "failed"
+
+
+# ------------------------------------------------------------------ experience store
+def _writer(path, k):
+  st = ExperienceStore(path)
+  for i in range(20):
+    st.add(f"run{k}", f"ds{k % 2}", {"n_rows": 100.0 * (k % 2 + 1), "n_classes": 2.0},
+           [dict(trial=i, family="mlp", hparams={"lr": i}, val_score=i / 20, status="complete",
+                 curve=[dict(budget=1, score=i / 20)])])
+
+
+def test_store_concurrent_writers_lose_nothing_and_queries_work(tmp_path):
+  path = str(tmp_path / "exp.sqlite")
+  ExperienceStore(path)
+  ctx = mp.get_context("spawn")
+  procs = [ctx.Process(target=_writer, args=(path, k)) for k in range(4)]
+  for p in procs:
+    p.start()
+  for p in procs:
+    p.join(60)
+  assert all(p.exitcode == 0 for p in procs)
+  st = ExperienceStore(path)
+  assert len(st.trials()) == 80
+  assert len(st.trials(dataset="ds1")) == 40
+  assert st.trials(run_id="run3")[0]["hparams"] == {"lr": 19}  # best first
+  near = st.similar_datasets({"n_rows": 190.0, "n_classes": 2.0}, k=2)
+  assert [n for n, _ in near] == ["ds1", "ds0"]
+  best = st.best_configs({"n_rows": 190.0, "n_classes": 2.0}, k=3, neighbours=1)
+  assert [r["dataset"] for r in best] == ["ds1"] * 3 and best[0]["val_score"] == 19 / 20
+
+
+# ------------------------------------------------------------------ end to end
+def test_experiment_writes_report_store_and_resumes(tmp_path):
+  from configs.automl import get_config
+  c = get_config("tiny")
+  wd = str(tmp_path / "run")
+  r = experiment.run(c, wd)
+  md = open(r["report"]).read()
+  for s in ("Selected model", "test accuracy", "random search", "hand-set default",
+            "Every trial", "pruned"):
+    assert s in md
+  html = open(r["html"]).read()
+  assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+  assert 0.0 <= r["test"]["accuracy"] <= 1.0 and r["best"] is not None
+  st = ExperienceStore(os.path.join(wd, "experience.sqlite"))
+  rows = st.trials(dataset="iris")
+  assert len(rows) == r["trials"] and rows[0]["curve"]
+  assert set(st.datasets()["iris"]) >= {"n_rows", "n_classes", "class_entropy"}
+  again = experiment.run(c, wd)
+  assert again["resumed"] and again["best"] == r["best"]
+  c2 = get_config("tiny")
+  c2.seed = 1
+  with pytest.raises(ConfigError, match="different config"):
+    experiment.run(c2, wd)
+
+
+def test_api_fit_predict_save_load(tmp_path):
+  from metajax.automl import AutoML
+  rng = np.random.default_rng(0)
+  n = 120
+  X = np.empty((n, 3), object)
+  X[:, 0] = rng.normal(size=n)
+  X[:, 1] = rng.choice(["x", "y"], n)
+  X[:, 2] = rng.normal(size=n)
+  X[::9, 2] = np.nan
+  y = np.where(X[:, 0].astype(float) + (X[:, 1] == "x") > 0.5, "yes", "no")
+  with pytest.raises(ConfigError, match="metric"):
+    AutoML(metric="auc")
+  m = AutoML(time_budget_s=0, scheduler="sh", n_trials=3, families=("gbm", "rf"),
+             max_budget=3.0, store_path=str(tmp_path / "s.sqlite")).fit(X, y)
+  assert m.best_["family"] in ("gbm", "rf") and m.best_["test"]["accuracy"] > 0.7
+  assert len(m.leaderboard) == 3 and m.leaderboard[0]["id"] == m.best_["id"]
+  pred = m.predict(X[:10])
+  assert set(pred) <= {"yes", "no"}
+  m2 = AutoML.load(m.save(str(tmp_path / "m.pkl")))
+  assert (m2.predict(X[:10]) == pred).all()
+  with pytest.raises(data_lib.DataError, match="labels"):
+    AutoML(time_budget_s=0, scheduler="sh", n_trials=3).fit(X)
+
+
+def test_tfds_loader_path_with_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from metajax.automl import datasets
+  with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+    ds = datasets.load("tfds:mnist", max_rows=30)
+    txt = datasets.load("tfds:imdb_reviews", max_rows=30)
+  assert ds.modality == "image" and ds.X.shape[1:3] == (28, 28) and len(ds.y) == 30
+  assert ds.test is not None and len(ds.test[1]) == 7
+  assert txt.modality == "text" and isinstance(txt.X[0], str) and len(txt.y) == 30
