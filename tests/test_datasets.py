@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from metajax import data
-from metajax.data import glyphs, tfds_images, uci_digits
+from metajax.data import glyphs, tfds_images
 from metajax.errors import ConfigError
 
 SMALL = 3  # letters per alphabet in the test builds
