@@ -85,7 +85,7 @@ def test_remat_map_and_vmap_agree():
   base = learner(inner_steps=3)
   state = base.init(KEY, tasks)
   g0 = jax.jit(base.meta_gradient)(state, tasks)[0]
-  for kw in ({"remat": True}, {"task_batching": "map"}):
+  for kw in ({"remat": True}, {"task_batching": "map"}, {"unroll": False}):
     assert_trees_close(jax.jit(learner(inner_steps=3, **kw).meta_gradient)(state, tasks)[0], g0)
 
 
@@ -206,3 +206,18 @@ def test_build_variants_and_unknown_option():
   c.maml = ml_collections.ConfigDict({"inner_steps": -1})
   with pytest.raises(ConfigError, match="maml.inner_steps"):
     build(c, "regression")
+
+
+def test_remat_keeps_second_order_memory_flat_in_inner_steps():
+  x = jax.random.uniform(KEY, (1, 30, 16, 16, 1))
+  y = jnp.tile(jnp.arange(3), (1, 10))
+  tasks = Tasks(x[:, :15], y[:, :15], x[:, 15:], y[:, 15:])
+
+  def temp_bytes(steps, remat):
+    lrn = learner("classification", Conv4(3, filters=4, depth=1), 3, inner_steps=steps, remat=remat)
+    state = jax.eval_shape(lrn.init, KEY, tasks)
+    compiled = jax.jit(lambda s, t: lrn.meta_gradient(s, t)[0]).lower(state, tasks).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(8, True) < 1.2 * temp_bytes(2, True)
+  assert temp_bytes(8, False) > 1.5 * temp_bytes(2, False)  # activations of every step kept

@@ -17,7 +17,8 @@ The inner loop is a `lax.scan` of `inner_steps` updates
 `fast <- fast - lr * direction(grad)`, where `direction` is an optax transform
 (identity = SGD; e.g. `optax.scale_by_adam(eps_root=1e-8)`); `remat=True`
 wraps the step in `jax.checkpoint` so second-order memory stays flat as steps
-grow; `multi_step_loss=True` is MAML++'s annealed sum of query losses after
+grow (it keeps the loop rolled: conv4-8 second-order temp memory 7.55 MB at
+2 steps, 7.60 MB at 8, vs 12.8 / 35.8 MB without); `multi_step_loss=True` is MAML++'s annealed sum of query losses after
 every step. Learned rates live in log space in `MetaState.params['log_lr']`,
 so they are checkpointed and updated with the weights.
 
@@ -56,6 +57,7 @@ Example on your own Linen model (5-way classification)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -94,6 +96,8 @@ class MAMLConfig:
   learn_lr: str = "none"
   inner_optimizer: str = "sgd"    # the update direction; see INNER_OPTIMIZERS
   remat: bool = False             # jax.checkpoint each inner step
+  unroll: bool = True             # unroll the scan (XLA CPU runs convs in while loops slowly);
+                                  # ignored with remat, which needs the rolled loop to save memory
   multi_step_loss: bool = False   # MAML++ MSL
   msl_anneal_steps: int = 1000    # outer steps over which MSL weights go from uniform to last-step-only
   batch_norm: str = "transductive"
@@ -207,7 +211,7 @@ class MAML:
       model_state = jax.tree.map(stack, model_state)
     meta["model"] = _nest(flat)
     adapted = self._adapted_keys(flat)
-    log_lr = float(jnp.log(c.inner_lr))
+    log_lr = math.log(c.inner_lr)
     if c.learn_lr == "per_layer_step":
       meta["log_lr"] = _nest({k: jnp.full((c.inner_steps,), log_lr, jnp.float32) for k in adapted})
     elif c.learn_lr == "per_param":
@@ -287,7 +291,8 @@ class MAML:
 
     if c.remat:
       step = jax.checkpoint(step)
-    (fast, _), (qs, stats) = jax.lax.scan(step, (fast, direction.init(fast)), jnp.arange(num_steps))
+    (fast, _), (qs, stats) = jax.lax.scan(step, (fast, direction.init(fast)), jnp.arange(num_steps),
+                                          unroll=c.unroll and not c.remat)
     if every_step:
       (l0, a0), _ = query({k: _flat(meta["model"])[k] for k in fast}, 0)
       loss, acc = jnp.concatenate([l0[None], qs[0]]), jnp.concatenate([a0[None], qs[1]])
@@ -380,8 +385,8 @@ class MAML:
              f"alpha = {c.inner_lr}; direction: {c.inner_optimizer}; "
              f"{'first' if c.first_order else 'second'} order; "
              f"adapted: {'head only (ANIL)' if c.head_only else 'all weights'}; "
-             f"learned rates: {c.learn_lr}; multi-step loss: {c.multi_step_loss}",
-             f"- batch norm: {self.batch_norm}"]
+             f"learned rates: {c.learn_lr}; multi-step loss: {c.multi_step_loss}; "
+             f"batch norm: {c.batch_norm}"]
     rates = self.learning_rates(state)
     if not rates:
       return "\n".join(lines)

@@ -15,7 +15,7 @@ def _maml(**kw) -> ml_collections.ConfigDict:
   """`config.maml`: the inner loop. Variant flags (first_order, head_only, learn_lr) come from
   `config.algorithm` unless set here; every field of `MAMLConfig` may be overridden."""
   base = {"inner_steps": 1, "inner_lr": 0.01, "eval_inner_steps": None, "curve_steps": 10,
-          "inner_optimizer": "sgd", "remat": False, "multi_step_loss": False,
+          "inner_optimizer": "sgd", "remat": False, "unroll": True, "multi_step_loss": False,
           "msl_anneal_steps": 1000, "batch_norm": "transductive", "task_batching": "vmap"}
   base.update(kw)
   return ml_collections.ConfigDict(base)
