@@ -171,21 +171,28 @@ class Executor:
     yv = self.prep.y[1]
     results = {}
     groups: dict[Any, list] = {}
+    late = False  # the time budget ran out part-way: keep what finished, then stop
     for t, b in todo:
       if t.family in NN:
         groups.setdefault((self.arch(t), int(round(b - t.budget))), []).append((t, b))
-      else:
-        est, secs, peak = trees.grow(t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id),
+        continue
+      if self.now() > self.deadline:
+        late = True
+        break
+      est, secs, nbytes = trees.grow(t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id),
                                      b, self.cfg.trees_per_budget, self.prep.views["flat"][0],
                                      self.prep.y[0])
-        self.states[t.id] = est
-        prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
-        results[t.id] = (b, score(self.cfg.metric, yv, prob), [], secs, peak / 2**20)
-        self.units += b - t.budget
+      self.states[t.id] = est
+      prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
+      results[t.id] = (b, score(self.cfg.metric, yv, prob), [], secs, nbytes / 2**20)
+      self.units += b - t.budget
     P = population.bucket(self.cfg.group_size, self.mesh.size)
     for (arch, epochs), group in groups.items():
       view = VIEW[arch.family]
       for c in range(0, len(group), P):
+        if late or self.now() > self.deadline:
+          late = True
+          break
         members = group[c:c + P]
         t0 = time.perf_counter()
         new, curves, probs, nbytes = population.train_population(
@@ -198,6 +205,7 @@ class Executor:
           results[t.id] = (b, score(self.cfg.metric, yv, probs[i]), curves[i].tolist(), secs,
                            nbytes / P / 2**20)
           self.units += b - t.budget
+    todo = [(t, b) for t, b in todo if t.id in results]
     now = self.now()
     for t, b in todo:
       b, s, curve, secs, mb = results[t.id]
@@ -212,6 +220,8 @@ class Executor:
     self.persist()
     if self.on_rung is not None:
       self.on_rung(self)
+    if late:
+      raise StopSearch
 
   def _labels(self):
     if "y0" not in self._dev:
