@@ -333,3 +333,43 @@ def test_tfds_loader_path_with_mock_data():
   assert ds.modality == "image" and ds.X.shape[1:3] == (28, 28) and len(ds.y) == 30
   assert ds.test is not None and len(ds.test[1]) == 7
   assert txt.modality == "text" and isinstance(txt.X[0], str) and len(txt.y) == 30
+
+
+def test_time_budget_stops_the_search():
+  from metajax.automl import AutoML
+  from sklearn.datasets import load_breast_cancer
+  X, y = load_breast_cancer(return_X_y=True)
+  m = AutoML(time_budget_s=1.5, families=("rf", "gbm")).fit(X, y)
+  ex = m._ex
+  # endless brackets (hyperband_iterations=0) end only through the deadline
+  assert ex.cfg.hyperband_iterations == 0 and 1.5 <= ex.now() < 30
+  assert m.best_["test"]["accuracy"] > 0.85
+
+
+_SHARDED = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import numpy as np
+from metajax import parallel
+from metajax.automl import population
+rng = np.random.default_rng(0)
+X = rng.normal(size=(48, 5)).astype(np.float32); Y = (X[:, 0] > 0).astype(np.int32)
+hp = [dict(learning_rate=0.05, optimizer=o, dropout=0.2) for o in ("adam", "sgd", "rmsprop", "adam")]
+out = []
+for n in (1, 2):
+  progs = population.Programs(parallel.make_mesh(n))
+  arch = population.Arch("mlp", 2, 8, 16, (5,), 2, 3)
+  Xd, Yd = parallel.replicate(X, progs.mesh), parallel.replicate(Y, progs.mesh)
+  st, c, p, _ = population.train_population(progs, arch, 4, [0, 1, 2, 3], hp, [None] * 4, 2, Xd, Yd, Xd)
+  out.append(p)
+np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
+print("OK", len(out))
+"""
+
+
+def test_population_axis_sharded_over_two_devices_matches_one():
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True,
+                     timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert r.returncode == 0 and "OK 2" in r.stdout, r.stderr[-2000:]

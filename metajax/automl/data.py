@@ -152,11 +152,17 @@ class TablePrep:
         self.notes.append(f"column {self.names[j]!r} is all missing: dropped")
       elif junk > present / 2:
         levels, counts = np.unique(np.array([str(v) for v in M[:, j]]), return_counts=True)
-        top = levels[np.argsort(-counts)][: self.max_levels].tolist()
+        top = levels[np.argsort(-counts, kind="stable")][: self.max_levels].tolist()
+        if len(M) > present:
+          self.notes.append(f"column {self.names[j]!r}: {len(M) - present} missing values "
+                            "kept as their own category")
         self.kinds.append("cat"); self.stats.append(top)
       else:
         if junk:
           self.notes.append(f"column {self.names[j]!r}: {junk} non-numeric values treated as missing")
+        if np.isnan(vals).any():
+          self.notes.append(f"column {self.names[j]!r}: {int(np.isnan(vals).sum())} missing values "
+                            "imputed with the training median")
         med = float(np.nanmedian(vals)) if np.isfinite(vals).any() else 0.0
         filled = np.where(np.isnan(vals), med, vals)
         sd = float(filled.std())

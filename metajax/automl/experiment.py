@@ -111,7 +111,8 @@ def run(config, workdir: str) -> dict:
   writer = runlog.MetricWriter(workdir, resume_step=10**9 if resumed else None)  # rows are written only after their rung is persisted
 
   def on_rung(ex):
-    best = max((t.score for t in ex.trials.values()), default=-math.inf)
+    best = max((h["score"] for t in ex.trials.values() for h in t.history
+                if math.isfinite(h["score"])), default=-math.inf)
     writer.write(ex.rungs, {"best_val_score": best, "budget_units": ex.units,
                             "elapsed_s": ex.now(), "trials": len(ex.trials)})
     logging.info("rung %d: %d trials, %.0f budget units, best val %.4f, %.1f s",

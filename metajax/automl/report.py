@@ -46,6 +46,9 @@ def plot_rungs(path, trials, metric):
             label=None if t.family in seen else t.family)
     seen.add(t.family)
   ax.set_xscale("log")
+  from matplotlib.ticker import NullFormatter, ScalarFormatter
+  ax.xaxis.set_major_formatter(ScalarFormatter())
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel("budget (epochs / tree units)")
   ax.set_ylabel(f"validation {metric}")
   ax.set_title("score vs budget by rung")
@@ -89,7 +92,9 @@ def plot_hparams(path, trials, metric):
     if numeric:
       x = np.array(vals, float)
       if name in ("learning_rate", "l2_regularization", "weight_decay"):
+        from matplotlib.ticker import NullFormatter
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     else:
       levels = sorted({str(v) for v in vals})
       x = np.array([levels.index(str(v)) for v in vals], float)
