@@ -322,6 +322,10 @@ def test_api_fit_predict_save_load(tmp_path):
   assert (m2.predict(X[:10]) == pred).all()
   with pytest.raises(data_lib.DataError, match="labels"):
     AutoML(time_budget_s=0, scheduler="sh", n_trials=3).fit(X)
+  yi = (y == "yes").astype(np.int64) * 7  # integer labels come back as integers
+  mi = AutoML(time_budget_s=0, scheduler="sh", n_trials=1, families=("rf",), max_budget=1.0).fit(X, yi)
+  pi = mi.predict(X)
+  assert pi.dtype == yi.dtype and (pi == yi).mean() > 0.8
 
 
 def test_tfds_loader_path_with_mock_data():

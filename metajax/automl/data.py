@@ -256,7 +256,10 @@ class ImagePrep:
 
 @dataclasses.dataclass
 class Prepared:
-  """Model-ready arrays: `views[kind]` is (train, val, test) for kind 'flat' | 'image' | 'ids'."""
+  """Model-ready arrays: `views[kind]` is (train, val, test) for kind 'flat' | 'image' | 'ids'.
+
+  classes: [C] original label values; class index i (the targets in `y`) is classes[i].
+  """
   name: str
   modality: str
   classes: np.ndarray
@@ -286,6 +289,10 @@ def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.
     notes.append(f"{unseen} test rows have a label unseen in training: dropped")
     keep = np.array([str(v) in enc for v in ys[2]])
     Xte, ys[2] = _take(Xte, np.flatnonzero(keep)), ys[2][keep]
+  first = {}
+  for v in ys[0]:
+    first.setdefault(str(v), v)
+  labels = np.array([first[c] for c in classes], dtype=np.asarray(ds.y).dtype)  # original values
   ys = tuple(np.array([enc[str(v)] for v in yy], np.int32) for yy in ys)
   views = {}
   if ds.modality == "table":
@@ -303,7 +310,7 @@ def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.
   notes.append(f"stratified split (seed {seed}): {len(ys[0])} train, {len(ys[1])} val, "
                f"{len(ys[2])} test" + (" (predefined test split)" if ds.test is not None else ""))
   meta = meta_features(ds, ys[0], views["flat"][0], len(classes))
-  return Prepared(ds.name, ds.modality, classes, views, ys, notes, prep, meta)
+  return Prepared(ds.name, ds.modality, labels, views, ys, notes, prep, meta)
 
 
 def meta_features(ds: Dataset, y: np.ndarray, flat: np.ndarray, k: int) -> dict[str, float]:
