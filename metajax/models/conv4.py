@@ -21,7 +21,7 @@ class Conv4(nn.Module):
 
   Batch norm uses batch statistics when `train` (and updates `batch_stats`),
   running averages otherwise.
-  conv_impl: 'xla' (nn.Conv), 'im2col' or 'shift' (layers.conv2d).
+  conv_impl: 'xla' (nn.Conv) or 'im2col' (layers.conv2d).
   pool_impl: 'xla' (nn.max_pool, reduce_window) or 'reshape' (layers.max_pool_2x2).
   """
   num_outputs: int | None = None

@@ -1,0 +1,76 @@
+"""The fast conv / pool paths of metajax.models.layers equal nn.Conv / nn.max_pool:
+values, gradients, and second-order gradients through an inner SGD step (MAML)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metajax import models
+from metajax.models import layers
+
+
+
+def _close(a, b, tol=2e-4):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("ksize,cin,hw", [((3, 3), 3, (7, 7)), ((3, 3), 1, (6, 5)), ((2, 2), 2, (5, 4))])
+def test_im2col_matches_lax_values_and_grads(ksize, cin, hw):
+  impl = "im2col"
+  kx, kk = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (2, *hw, cin))
+  k = jax.random.normal(kk, (*ksize, cin, 5))
+  f = lambda impl: jax.jit(jax.value_and_grad(
+      lambda x, k: jnp.sum(jnp.sin(layers.conv2d(x, k, impl))), (0, 1)))
+  _close(f(impl)(x, k), f("xla")(x, k))
+
+
+def test_conv_module_same_params_as_nn_conv():
+  x = jnp.ones((1, 5, 5, 3))
+  ref = nn.Conv(4, (3, 3), padding="SAME").init(jax.random.key(1), x)
+  new = layers.Conv(4, (3, 3)).init(jax.random.key(1), x)
+  assert jax.tree.structure(ref) == jax.tree.structure(new)
+  _close(ref, new, 0)
+
+
+def test_max_pool_matches_reduce_window():
+  x = jax.random.normal(jax.random.key(2), (2, 7, 6, 3))
+  _close(layers.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)), 0)
+  g = lambda pool: jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(pool(x)))))(x)
+  _close(g(layers.max_pool_2x2), g(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))
+
+
+def _maml_loss(model, variables, sx, sy, qx, qy, lr=0.4):
+  """Query loss after one inner SGD step; differentiate w.r.t. params (second order)."""
+  def loss(p, x, y):
+    out, _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=True,
+                         mutable=["batch_stats"])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], 1))
+  def outer(p):
+    g = jax.grad(loss)(p, sx, sy)
+    return loss(jax.tree.map(lambda w, d: w - lr * d, p, g), qx, qy)
+  return outer
+
+
+def test_conv4_maml_second_order_matches(conv_impl="im2col", pool_impl="reshape"):
+  ks = jax.random.split(jax.random.key(3), 3)
+  sx, qx = jax.random.uniform(ks[0], (5, 20, 20, 1)), jax.random.uniform(ks[1], (10, 20, 20, 1))
+  sy, qy = jnp.arange(5), jnp.arange(10) % 5
+  ref_m = models.make("conv4", 5, filters=4)
+  new_m = models.make("conv4", 5, filters=4, conv_impl=conv_impl, pool_impl=pool_impl)
+  v = ref_m.init(ks[2], sx, train=False)
+  v_new = new_m.init(ks[2], sx, train=False)
+  assert jax.tree.structure(v) == jax.tree.structure(v_new)
+  _close(v, v_new, 0)  # same names, shapes and initial values
+  _close(new_m.apply(v, qx, train=False), ref_m.apply(v, qx, train=False))
+  ref = jax.jit(jax.value_and_grad(_maml_loss(ref_m, v, sx, sy, qx, qy)))(v["params"])
+  new = jax.jit(jax.value_and_grad(_maml_loss(new_m, v, sx, sy, qx, qy)))(v["params"])
+  _close(new, ref, 5e-4)
+
+
+def test_unknown_impl_fails():
+  with pytest.raises(ValueError, match="im2col"):
+    models.make("conv4", 5, conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))
