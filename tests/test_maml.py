@@ -82,11 +82,11 @@ def test_anil_adapts_head_only_and_trains_body():
 
 def test_remat_map_and_vmap_agree():
   tasks = regression_tasks()
-  base = learner(inner_steps=3)
+  base = learner(inner_steps=2)
   state = base.init(KEY, tasks)
   g0 = jax.jit(base.meta_gradient)(state, tasks)[0]
   for kw in ({"remat": True}, {"task_batching": "map"}, {"unroll": False}):
-    assert_trees_close(jax.jit(learner(inner_steps=3, **kw).meta_gradient)(state, tasks)[0], g0)
+    assert_trees_close(jax.jit(learner(inner_steps=2, **kw).meta_gradient)(state, tasks)[0], g0)
 
 
 @pytest.mark.parametrize("learn_lr,shape", [("per_layer_step", (3,)), ("per_param", (8, 8))])
@@ -209,15 +209,16 @@ def test_build_variants_and_unknown_option():
 
 
 def test_remat_keeps_second_order_memory_flat_in_inner_steps():
-  x = jax.random.uniform(KEY, (1, 30, 16, 16, 1))
-  y = jnp.tile(jnp.arange(3), (1, 10))
-  tasks = Tasks(x[:, :15], y[:, :15], x[:, 15:], y[:, 15:])
+  x = jax.random.normal(KEY, (1, 400, 4))
+  tasks = Tasks(x[:, :200], x[:, :200, :1] ** 2, x[:, 200:], x[:, 200:, :1] ** 2)
 
   def temp_bytes(steps, remat):
-    lrn = learner("classification", Conv4(3, filters=4, depth=1), 3, inner_steps=steps, remat=remat)
+    lrn = MAML(MLP(1, hidden=(64, 64)), optax.sgd(0.1),
+               MAMLConfig(inner_steps=steps, remat=remat, task="regression"))
     state = jax.eval_shape(lrn.init, KEY, tasks)
     compiled = jax.jit(lambda s, t: lrn.meta_gradient(s, t)[0]).lower(state, tasks).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
-  assert temp_bytes(8, True) < 1.2 * temp_bytes(2, True)
-  assert temp_bytes(8, False) > 1.5 * temp_bytes(2, False)  # activations of every step kept
+  # remat keeps only the fast weights per step (~18 KB here), not the activations
+  assert temp_bytes(8, True) < 1.5 * temp_bytes(2, True)
+  assert temp_bytes(8, False) > 2.5 * temp_bytes(2, False)
