@@ -181,6 +181,8 @@ def test_bad_model_raises_before_compiling():
 
   with pytest.raises(ConfigError, match="cannot take inputs"):
     learner(model=Needs2D()).init(KEY, regression_tasks())
+  with pytest.raises(ConfigError, match="num_ways"):
+    learner("classification", Conv4(5, filters=4, depth=1), None)
   with pytest.raises(ConfigError, match="maml.head"):
     learner(head_only=True, head="Dense_9").init(KEY, regression_tasks())
 

@@ -47,7 +47,8 @@ Example on your own Linen model (5-way classification)::
     def __call__(self, x, train=True):
       return nn.Dense(5)(nn.relu(nn.Dense(64)(x.reshape(len(x), -1))))
 
-  learner = MAML(Net(), optax.adam(1e-3), MAMLConfig(inner_steps=5, learn_lr='per_layer_step'))
+  learner = MAML(Net(), optax.adam(1e-3), MAMLConfig(inner_steps=5, learn_lr='per_layer_step'),
+                 num_ways=5)
   state = learner.init(key, tasks)               # tasks: metajax.data.episodes.Tasks, [B, N*K, ...]
   step = jax.jit(learner.train_step)
   state, metrics = step(state, tasks, key)       # {'loss', 'accuracy'}
@@ -149,6 +150,9 @@ class MAML:
 
   def __post_init__(self):
     self.config.validate()
+    if self.config.task == "classification" and not (self.num_ways or 0) > 0:
+      raise ConfigError("ways", self.num_ways, "MAML's classifier head fixes N: pass num_ways",
+                        "the N of the N-way tasks, e.g. 5")
 
   @property
   def batch_norm(self) -> str:
