@@ -72,7 +72,7 @@ def make_maml(net: nn.Module, batch, loss_fn, inner_steps: int, inner_lr: float,
     loss = losses.mean()
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   return step
 
@@ -126,6 +126,6 @@ def make_protonet(ways=5, shots=5, queries=15, filters=64, seed=0, lr=1e-3):
     loss = F.cross_entropy(logits, qy)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   return step, batch
