@@ -194,7 +194,7 @@ def test_build_variants_and_unknown_option():
   c = maml_configs.sinusoid("metasgd", "tiny")
   lrn = build(c, "regression")
   assert lrn.config.learn_lr == "per_param" and lrn.num_ways is None
-  c = maml_configs.images("fomaml", "tiny")
+  c = maml_configs.images("fomaml")
   lrn = build(c, "classification")
   assert lrn.config.first_order and lrn.num_ways == 5 and lrn.config.test_steps == 3
   c.maml.first_order = False  # an explicit flag wins over the algorithm's default

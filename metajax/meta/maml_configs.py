@@ -45,8 +45,8 @@ def sinusoid(algorithm: str, mode: str = "") -> ml_collections.ConfigDict:
       "episodes": 600, "batch": 25, "val_every": 5000, "val_episodes": 100})
   if mode == "tiny":
     c.model_kwargs.hidden = (8, 8)
-    c.meta_batch, c.num_steps, c.log_every, c.checkpoint_every = 2, 3, 1, 2
-    c.eval.shots, c.eval.queries, c.eval.episodes, c.eval.batch = (5,), 5, 4, 2
+    c.meta_batch, c.num_steps, c.log_every, c.checkpoint_every = 2, 2, 1, 2
+    c.eval.shots, c.eval.queries, c.eval.episodes, c.eval.batch = (5,), 5, 2, 2
     c.eval.val_every, c.eval.val_episodes = 2, 2
     c.maml.curve_steps = 2
   elif mode:
@@ -84,11 +84,11 @@ def images(algorithm: str, mode: str = "") -> ml_collections.ConfigDict:
     c.ways, c.meta_batch, c.eval.ways = 20, 16, (20,)
     c.maml.inner_steps, c.maml.inner_lr, c.maml.eval_inner_steps = 5, 0.1, 5
   elif mode == "tiny":
-    c.model_kwargs.filters, c.model_kwargs.depth = 8, 2
-    c.queries, c.meta_batch, c.num_steps, c.log_every, c.checkpoint_every = 2, 2, 3, 1, 2
-    c.eval.queries, c.eval.episodes, c.eval.batch = 2, 4, 2
+    c.model_kwargs.filters, c.model_kwargs.depth = 4, 1
+    c.queries, c.meta_batch, c.num_steps, c.log_every, c.checkpoint_every = 2, 2, 2, 1, 2
+    c.eval.queries, c.eval.episodes, c.eval.batch = 2, 2, 2
     c.eval.val_every, c.eval.val_episodes = 2, 2
-    c.maml.curve_steps = 2
+    c.maml.curve_steps, c.maml.eval_inner_steps = 1, 1
   elif mode:
     raise ValueError(f"unknown config mode {mode!r}; valid: '', '20way' or 'tiny'")
   return c
