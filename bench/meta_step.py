@@ -9,7 +9,9 @@ Rows (each JAX row beside its PyTorch peer, interleaved in one run):
       -> tasks/s;
   ProtoNet conv4 5-way 5-shot 15 queries, one episode per step -> episodes/s;
   sinusoid MAML, meta-batch 25, K=10 -> meta-iterations/s;
-  memory: conv4 MAML 2nd order at 1/5/10 inner steps, JAX with and without remat.
+  memory: conv4 MAML 2nd order at 1/5/10 inner steps, JAX with and without remat
+      (meta-batch --memory-meta-batch, default 8).
+Results and what was tried: notes/bench_meta_step.md.
 
 Every (row, framework, repeat) runs in a fresh subprocess, so memory numbers are
 clean: peak RSS (VmHWM) during the steps minus the RSS just before them (after
@@ -163,11 +165,12 @@ def rows(quick: bool, memory_meta_batch: int) -> list[dict]:
                   meta_batch=1, steps=5 if quick else 20, unit="episodes/s"))
   out.append(dict(group="sinusoid", name="sinusoid MAML, meta-batch 25, K=10", kind="sinusoid",
                   meta_batch=25, inner_steps=1, steps=20 if quick else 300, unit="meta-it/s"))
+  mem_mb = 4 if quick else memory_meta_batch
   for steps in (1, 5, 10):
     for remat in (False, True):
       out.append(dict(group="memory", name=f"memory: conv4 MAML 2nd order, {steps} step(s)"
-                      + (", remat" if remat else "") + f", meta-batch {memory_meta_batch}",
-                      kind="maml", shots=1, meta_batch=4 if quick else memory_meta_batch,
+                      + (", remat" if remat else "") + f", meta-batch {mem_mb}",
+                      kind="maml", shots=1, meta_batch=mem_mb,
                       inner_steps=steps, first_order=False, remat=remat, steps=0,
                       unit="tasks/s", torch=not remat))
   return out
