@@ -4,6 +4,7 @@ Parses flags and calls `metajax.experiments.run`; everything else lives in the l
 Rerunning with the same workdir resumes from its latest checkpoint.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -19,6 +20,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # library INFO chatter (Orbax) off; ours stays on
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("metajax").setLevel(std_logging.INFO)
   if _DISTRIBUTED.value:
     import jax
     jax.distributed.initialize()
