@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -263,8 +263,12 @@ def hp_arrays(hps: list[dict]) -> dict[str, np.ndarray]:
 
 
 def train_population(programs: Programs, arch: Arch, size: int, seeds: list[int],
-                     hps: list[dict], states: list[Any], epochs: int, X, Y, Xv):
+                     hps: list[dict], states: list[Any], epochs: int, X, Y, Xv,
+                     stop: Callable[[], bool] = lambda: False):
   """Advances members by `epochs` epochs from their states (None: fresh init).
+
+  stop(): checked after every epoch; True ends training early (the time budget),
+  so the curve may be shorter than `epochs` (at least one epoch runs).
 
   size: the population size P of the program (>= members; the rest is padding).
   seeds, hps, states: one per member. X [N, ...], Y [N], Xv [Nv, ...]: replicated arrays.
@@ -280,6 +284,8 @@ def train_population(programs: Programs, arch: Arch, size: int, seeds: list[int]
   for _ in range(epochs):
     st, loss, probs, nbytes = programs.epoch(arch, st, hp, X, Y, Xv)
     curves.append(loss)
+    if len(curves) < epochs and stop():
+      break
   host = jax.device_get(st)
   curves = np.stack([np.asarray(c) for c in curves], 1)
   out = [jax.tree.map(lambda a: a[i], host) for i in range(n)]

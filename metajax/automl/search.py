@@ -185,9 +185,12 @@ class Executor:
       if self.now() > self.deadline:
         late = True
         break
-      est, secs, nbytes = trees.grow(t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id),
-                                     b, self.cfg.trees_per_budget, self.prep.views["flat"][0],
-                                     self.prep.y[0])
+      est, secs, nbytes, reached = trees.grow(
+          t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id), b,
+          self.cfg.trees_per_budget, self.prep.views["flat"][0], self.prep.y[0],
+          stop=lambda: self.now() > self.deadline)
+      if reached < b:  # stopped by the time budget part-way
+        late, b = True, reached
       self.states[t.id] = est
       prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
       results[t.id] = (b, score(self.cfg.metric, yv, prob), [], secs, nbytes / 2**20)
@@ -204,9 +207,14 @@ class Executor:
         new, curves, probs, nbytes = population.train_population(
             self.programs, arch, P, [self.cfg.seed * 100003 + t.id for t, _ in members],
             [t.hp for t, _ in members], [self.states.get(t.id) for t, _ in members], epochs,
-            self._data(view, 0), self._labels(), self._data(view, 1))
+            self._data(view, 0), self._labels(), self._data(view, 1),
+            stop=lambda: self.now() > self.deadline)
         secs = (time.perf_counter() - t0) / len(members)
+        if curves.shape[1] < epochs:  # stopped by the time budget part-way
+          late = True
         for i, (t, b) in enumerate(members):
+          if late:
+            b = t.budget + curves.shape[1]
           self.states[t.id] = new[i]
           results[t.id] = (b, score(self.cfg.metric, yv, probs[i]), curves[i].tolist(), secs,
                            nbytes / P / 2**20)

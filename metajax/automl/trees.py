@@ -33,24 +33,31 @@ def make(family: str, hp: dict, seed: int):
   raise ValueError(family)
 
 
-def grow(family: str, hp: dict, seed: int, est, budget: float, per_unit: int, X, y):
+def grow(family: str, hp: dict, seed: int, est, budget: float, per_unit: int, X, y,
+         stop=lambda: False):
   """Grows `est` (None: new) to `ceil(budget * per_unit)` trees/iterations on (X [N, D], y [N]).
 
-  Returns (estimator, seconds, estimated peak bytes: the float64 copy of X that
-  scikit-learn trains on plus the fitted model's pickled size; tracemalloc would
-  be exact but slows fitting by an order of magnitude under pytest).
+  Grows in doubling chunks and checks stop() (the time budget) between them.
+  Returns (estimator, seconds, estimated peak bytes, budget reached). Peak bytes:
+  the float64 copy of X that scikit-learn trains on plus the fitted model's
+  pickled size (tracemalloc would be exact but slows fitting by an order of
+  magnitude under pytest).
   """
   est = make(family, hp, seed) if est is None else est
-  n = max(1, math.ceil(budget * per_unit))
+  key = "n_estimators" if family == "rf" else "max_iter"
+  target = max(1, math.ceil(budget * per_unit))
+  n = est.get_params()[key]
   t0 = time.perf_counter()
-  if family == "rf":
-    est.set_params(n_estimators=n)
-  else:
-    est.set_params(max_iter=n)
-  with threadpool_limits(1):  # OpenMP spin-waits badly on a shared, oversubscribed CPU
-    est.fit(X, y)
+  while n < target:
+    n = min(target, max(2 * n, n + per_unit))
+    est.set_params(**{key: n})
+    with threadpool_limits(1):  # OpenMP spin-waits badly on a shared, oversubscribed CPU
+      est.fit(X, y)
+    if n < target and stop():
+      break
   secs = time.perf_counter() - t0
-  return est, secs, X.shape[0] * X.shape[1] * 8 + len(pickle.dumps(est))
+  reached = budget if n >= target else n / per_unit
+  return est, secs, X.shape[0] * X.shape[1] * 8 + len(pickle.dumps(est)), reached
 
 
 def predict_proba(est, X, num_classes: int) -> np.ndarray:
