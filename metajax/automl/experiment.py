@@ -120,6 +120,7 @@ def run(config, workdir: str) -> dict:
 
   t0 = time.perf_counter()
   ex = run_search(prep, config, fams, state_path, store, run_id, on_rung, programs)
+  search_s = ex.now()
   writer.close()
   # ---- baselines at the same budget (budget units), then test scores
   base = run_baselines(prep, config, fams, ex.units, workdir, programs) if config.baselines else {}
@@ -133,7 +134,7 @@ def run(config, workdir: str) -> dict:
                 best=None if best is None else dict(id=best.id, family=best.family, hp=best.hp,
                                                     val_score=best.score, budget=best.budget),
                 test=test, trials=len(ex.trials), budget_units=ex.units,
-                search_s=ex.now(), wall_s=time.perf_counter() - t0, compiles=ex.programs.compiles,
+                search_s=search_s, wall_s=time.perf_counter() - t0, compiles=ex.programs.compiles,
                 baselines={k: dict(test=v[1], val_score=None if v[0] is None else v[0].score,
                                    trials=len(base[k].trials)) for k, v in base_results.items()})
   runlog.atomic_write(os.path.join(workdir, "result.json"),

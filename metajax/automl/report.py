@@ -121,7 +121,7 @@ def plot_progress(path, executors, metric):
       best = max(best, s)
       pts.append((e, best))
     if pts:
-      ax.step(*zip(*pts), where="post", label=name)
+      ax.step(*zip(*pts), where="post", marker=".", label=name)
   ax.set_xlabel("seconds")
   ax.set_ylabel(f"best validation {metric}")
   ax.set_title("best score so far")
@@ -163,7 +163,7 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
       ("h1", f"AutoML report: {prep.name}"),
       ("p", f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
             f"seed {cfg.seed}; {ex.mesh.size} device(s); {ex.programs.compiles} compiled "
-            f"population programs; search {ex.now():.1f} s."),
+            f"population programs; search {ex.elapsed:.1f} s (including compiles)."),
       ("h2", "Dataset"),
       ("table", ["property", "value"],
        [["name", prep.name], ["modality", prep.modality], ["classes", len(prep.classes)],
