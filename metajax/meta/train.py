@@ -205,15 +205,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if restored is not None:
     print(f"metajax: resumed from step {start} in {workdir}")
 
-  val = None
+  val, val_desc = None, "none"
   if config.eval.val_every and isinstance(train_ds, ClassImages) and "val" in train_ds.splits:
     vspec = EpisodeSpec(settings[0].spec.ways if learner.num_ways is None else learner.num_ways,
                         config.eval.shots[0], config.eval.queries, config.eval.batch)
     vspec.validate(train_ds.splits["val"].shape, f"{config.dataset} val")
     val = _sampler(train_ds, "val", vspec, tasks_sharding)[1]
+    val_desc = f"{vspec.ways}-way {vspec.shots}-shot on the val split, {config.eval.val_episodes} episodes"
   elif config.eval.val_every and isinstance(train_ds, Sinusoid):
     val = _sampler(train_ds, "val", EpisodeSpec(1, config.eval.shots[0], config.eval.queries,
                                                 config.eval.batch), tasks_sharding)[1]
+    val_desc = f"{config.eval.shots[0]}-shot tasks, {config.eval.val_episodes} episodes"
 
   # Loop.
   bar = runlog.progress(config.num_steps, start, desc=f"{config.algorithm} {config.dataset}")
@@ -256,7 +258,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if v.ndim == 2:
         curves[f"{s.name} {k}"] = [(j, *mean_ci95(v[:, j])) for j in range(v.shape[1])]
   writer.close()
-  summary = {"results": results, "curves": curves, "skipped": skipped, "train_seconds": train_time,
+  summary = {"val": val_desc, "results": results, "curves": curves, "skipped": skipped, "train_seconds": train_time,
              "steps": config.num_steps, "devices": jax.device_count()}
   report = None
   if parallel.is_main_process():
@@ -276,6 +278,7 @@ def write_report(config, workdir: str, learner, state, summary: dict) -> str:
            f"{config.ways}-way {config.shots}-shot {config.queries}-query"
            + (", rotations as new classes" if config.rotations else ""),
            f"- outer optimizer: {dict(config.optimizer)}",
+           f"- validation curve: {summary['val']}",
            f"- batch norm: {getattr(learner, 'batch_norm', 'n/a')}",
            f"- seed {config.seed}; {summary['devices']} device(s) "
            f"({jax.devices()[0].platform}); wall time {summary['train_seconds']:.0f} s "
