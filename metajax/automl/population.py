@@ -222,6 +222,15 @@ class Programs:
       self.compiles += 1
     return self._cache[k]
 
+  def has_epoch(self, arch: Arch) -> bool:
+    """Whether an epoch program of `arch` is compiled already (for any P)."""
+    return any(k[0] == ("epoch", arch) for k in self._cache)
+
+  def mean_compile_s(self) -> float:
+    """Mean seconds per compile so far (0 before the first)."""
+    times = [v[2] for v in self._cache.values()]
+    return sum(times) / len(times) if times else 0.0
+
   def epoch(self, arch, state, hp, X, Y, Xv):
     """One epoch of every member: (state [P...], train loss [P], val probs [P, Nv, C], bytes)."""
     fn = jax.vmap(functools.partial(member_epoch, arch), in_axes=(0, 0, None, None, None))

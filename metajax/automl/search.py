@@ -199,7 +199,10 @@ class Executor:
     for (arch, epochs), group in groups.items():
       view = VIEW[arch.family]
       for c in range(0, len(group), P):
-        if late or self.now() > self.deadline:
+        # a compile cannot be interrupted: do not start one the budget cannot pay for
+        left = self.deadline - self.now()
+        if late or left <= 0 or (not self.programs.has_epoch(arch)
+                                 and left < self.programs.mean_compile_s()):
           late = True
           break
         members = group[c:c + P]
