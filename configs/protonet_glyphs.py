@@ -21,7 +21,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c.dataset = "glyphs"
   c.data_dir = ""  # '' -> $METAJAX_DATA_DIR or ~/.cache/metajax
   c.model = "conv4"
-  c.model_kwargs = ml_collections.ConfigDict({"filters": 64})
+  # XLA's convolution beats im2col for ProtoNet's first-order step on CPU (bench/meta_step.py);
+  # pool 'auto' = reshape-max on CPU. All implementations give the same values (tests/test_conv_impl.py).
+  c.model_kwargs = ml_collections.ConfigDict({"filters": 64, "conv_impl": "xla", "pool_impl": "auto"})
   c.algorithm = "protonet"
 
   # Meta-training episodes.

@@ -30,6 +30,9 @@ def atomic_write(path: str, data: str | bytes) -> None:
   os.makedirs(directory, exist_ok=True)
   mode = "wb" if isinstance(data, bytes) else "w"
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report should read like any file
   try:
     with os.fdopen(fd, mode) as f:
       f.write(data)
