@@ -65,10 +65,10 @@ def images(algorithm: str, mode: str = "") -> ml_collections.ConfigDict:
   c.dataset = "glyphs"
   c.data_dir = ""
   c.model = "conv4"
-  # im2col / reshape: same function and parameters as nn.Conv / nn.max_pool, ~13x faster
-  # for vmapped per-task weights on CPU (see metajax/models/layers.py).
+  # 'auto': im2col conv + reshape pool on CPU (same function and parameters as nn.Conv /
+  # nn.max_pool, ~13x faster for vmapped per-task weights), XLA ops elsewhere.
   c.model_kwargs = ml_collections.ConfigDict(
-      {"filters": 64, "depth": 4, "conv_impl": "im2col", "pool_impl": "reshape"})
+      {"filters": 64, "depth": 4, "conv_impl": "auto", "pool_impl": "auto"})
   c.algorithm = algorithm
   c.ways, c.shots, c.queries, c.meta_batch, c.rotations = 5, 1, 5, 32, True
   c.optimizer = ml_collections.ConfigDict(
