@@ -11,7 +11,7 @@ Rows (each JAX row beside its PyTorch peer, interleaved in one run):
   sinusoid MAML, meta-batch 25, K=10 -> meta-iterations/s;
   memory: conv4 MAML 2nd order at 1/5/10 inner steps, JAX with and without remat
       (meta-batch --memory-meta-batch, default 8).
-Results and what was tried: notes/bench_meta_step.md.
+Results and what was tried: BUILD_NOTES.md.
 
 Every (row, framework, repeat) runs in a fresh subprocess, so memory numbers are
 clean: peak RSS (VmHWM) during the steps minus the RSS just before them (after

@@ -9,7 +9,7 @@ meta-batch 32, Adam 1e-3; meta-test on glyphs and the real UCI digits:
   python -m launch.main --config=configs/anil_glyphs.py:20way --workdir=runs/anil_glyphs_20way
 
 (MAML on Omniglot: 98.7% 5-way 1-shot, 99.9% 5-shot; glyphs is an offline
-stand-in, so numbers are not comparable.) Measured: notes/maml.md.
+stand-in, so numbers are not comparable.) Measured: BUILD_NOTES.md.
 `:tiny` runs a few steps on CPU.
 """
 

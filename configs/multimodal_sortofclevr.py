@@ -10,7 +10,7 @@ Writes report.md (accuracy on relational / non-relational questions beside the p
 CNN+RN and CNN+MLP, test-time modality ablations, early vs late fusion, ProtoNet few-shot
 on fused embeddings) and results.json. The issue's target is >= 95% on relational and
 non-relational questions; what this config reached on the 2-core CPU is recorded in
-notes/multimodal.md (with the curve), not promised here. Rerunning with the same workdir
+BUILD_NOTES.md (with the curve), not promised here. Rerunning with the same workdir
 resumes from the latest checkpoint.
 """
 

@@ -7,6 +7,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,15 @@ def atomic_write(path: str, data: str | bytes) -> None:
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def sha256_file(path: str) -> str:
+  """Hex SHA-256 of a file, read in 1 MiB chunks (cache integrity checks)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Glyph arrays are checked on a small build (3 letters per alphabet, ~1 s);
 the full class set (choice, dedupe, split) is checked without rendering all
-of it. The full generation is timed in notes/data.md.
+of it. The full generation is timed in BUILD_NOTES.md.
 """
 
 import json

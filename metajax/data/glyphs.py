@@ -63,7 +63,7 @@ import numpy as np
 
 from metajax.data.base import ClassImages, default_data_dir
 from metajax.errors import ConfigError
-from metajax.runlog import atomic_write
+from metajax.runlog import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -398,13 +398,6 @@ def build(seed: int = 0, max_per_alphabet: int = MAX_PER_ALPHABET) -> ClassImage
   return ClassImages("glyphs", splits, names, groups)
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
 
 def _params(seed: int, max_per_alphabet: int) -> dict:
   import matplotlib
@@ -424,7 +417,7 @@ def _read_cache(stem: str, params: dict) -> ClassImages | None:
       raise ValueError(f"built with {meta.get('params')}, want {params}")
     if os.path.getsize(stem + ".npz") != meta["bytes"]:
       raise ValueError("array file has the wrong size (truncated?)")
-    if _sha256(stem + ".npz") != meta["sha256"]:
+    if sha256_file(stem + ".npz") != meta["sha256"]:
       raise ValueError("array file checksum mismatch")
     with np.load(stem + ".npz", allow_pickle=False) as z:
       splits = {k: z[k] for k in meta["class_names"]}

@@ -24,7 +24,6 @@ atomically; a cache that fails its checksum is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -32,7 +31,7 @@ import numpy as np
 
 from metajax.data.base import default_data_dir
 from metajax.errors import ConfigError
-from metajax.runlog import atomic_write
+from metajax.runlog import atomic_write, sha256_file
 
 VERSION = 1
 IMAGE_SIZE = 75
@@ -165,13 +164,6 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
   return out
 
 
-def _digest(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
 
 def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: int = 0,
          table_rows: int = 3) -> dict[str, dict[str, np.ndarray]]:
@@ -189,7 +181,7 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
   if os.path.exists(path) and os.path.exists(meta):
     try:
       with open(meta) as f:
-        ok = json.load(f).get("sha256") == _digest(path)
+        ok = json.load(f).get("sha256") == sha256_file(path)
       if ok:
         with np.load(path, allow_pickle=False) as z:
           return _unflatten(dict(z))
@@ -201,7 +193,7 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
   buf = io.BytesIO()
   np.savez(buf, **{f"{s}/{k}": v for s, d in splits.items() for k, v in d.items()})
   atomic_write(path, buf.getvalue())
-  atomic_write(meta, json.dumps({"sha256": _digest(path), "version": VERSION}))
+  atomic_write(meta, json.dumps({"sha256": sha256_file(path), "version": VERSION}))
   return splits
 
 

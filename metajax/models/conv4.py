@@ -7,7 +7,7 @@
 `metajax.models.layers`); every choice has the same parameter tree and the same
 values and derivatives (tests/test_conv_impl.py), only speed and memory differ.
 The default 'auto' takes im2col + reshape-pool on CPU, where they make
-second-order MAML ~20x faster than XLA's convolutions (notes/bench_meta_step.md),
+second-order MAML ~20x faster than XLA's convolutions (BUILD_NOTES.md),
 and XLA's own convolution and reduce_window elsewhere (not measured on GPU).
 """
 
