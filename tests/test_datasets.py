@@ -15,6 +15,7 @@ import pytest
 from metajax import data
 from metajax.data import glyphs, tfds_images
 from metajax.errors import ConfigError
+from metajax.runlog import sha256_file
 
 SMALL = 3  # letters per alphabet in the test builds
 
@@ -144,7 +145,7 @@ def test_glyph_cache_damage_is_detected_and_rebuilt(glyph_dir, tmp_path, monkeyp
   for s in good.splits:
     np.testing.assert_array_equal(ds.splits[s], good.splits[s])
   with open(stem + ".json") as f:  # the rebuilt cache is valid again
-    assert json.load(f)["sha256"] == glyphs._sha256(stem + ".npz")
+    assert json.load(f)["sha256"] == sha256_file(stem + ".npz")
   assert not [f for f in os.listdir(os.path.dirname(stem)) if f.startswith(".tmp")]
 
 
