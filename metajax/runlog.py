@@ -92,7 +92,8 @@ class MetricWriter:
   """Scalar metrics to `metrics.jsonl` and TensorBoard event files.
 
   Each call to `write` is one JSON line `{"step": s, name: value, ...}`.
-  `resume_step`: drop lines after this step (they belong to work being redone).
+  `resume_step`: drop existing rows after this step (work about to be redone;
+  0 restarts the stream); None keeps every existing row and appends.
   """
 
   def __init__(self, workdir: str, resume_step: int | None = None):
@@ -105,8 +106,6 @@ class MetricWriter:
     if resume_step is not None and os.path.exists(self.path):
       kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
       atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-    elif resume_step is None and os.path.exists(self.path):
-      os.remove(self.path)  # a fresh run in a fresh (validated) workdir
     self._file = open(self.path, "a")
     try:
       from tensorboardX import SummaryWriter

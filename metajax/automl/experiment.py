@@ -108,7 +108,7 @@ def run(config, workdir: str) -> dict:
                         .encode()).hexdigest()[:12]
   # ---- search (persisted after every rung; a rerun skips finished rungs)
   state_path = os.path.join(workdir, "search_state.pkl")
-  writer = runlog.MetricWriter(workdir, resume_step=10**9 if resumed else None)  # rows are written only after their rung is persisted
+  writer = runlog.MetricWriter(workdir)  # keep all rows: each is written only after its rung is persisted
 
   def on_rung(ex):
     best = max((h["score"] for t in ex.trials.values() for h in t.history

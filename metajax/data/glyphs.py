@@ -443,8 +443,6 @@ def _write_cache(stem: str, ds: ClassImages, params: dict, seconds: float) -> No
               alphabets={k: sorted(set(g)) for k, g in ds.groups.items()},
               class_names=ds.class_names, groups=ds.groups)
   atomic_write(stem + ".json", json.dumps(meta, indent=1, ensure_ascii=False))
-  for ext in (".npz", ".json"):  # mkstemp made them private; the cache is shareable data
-    os.chmod(stem + ext, 0o644)
 
 
 def cache_stem(data_dir: str = "", seed: int = 0,

@@ -201,7 +201,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mngr = checkpoint.manager(workdir)
   state, restored = checkpoint.restore_or(mngr, state)
   start = int(restored or 0)
-  writer = runlog.MetricWriter(workdir, resume_step=start if resumed else None)
+  writer = runlog.MetricWriter(workdir, resume_step=start)
   if restored is not None:
     print(f"metajax: resumed from step {start} in {workdir}")
 

@@ -231,7 +231,7 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   step_fn = make_train_step(graphdef, tx, tuple(t.drop[m] for m in MODALITIES),
                             t.regression_weight)
   predict = make_predict(graphdef)
-  writer = runlog.MetricWriter(workdir, resume_step=restored)
+  writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1]["time_s"] if (prior and restored is not None) else 0.0
   train, test = data["train"], data["test"]
