@@ -15,7 +15,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from metajax import checkpoint, data, parallel, runlog
@@ -146,14 +145,18 @@ def train_spec(config) -> EpisodeSpec:
 
 # ---------------------------------------------------------------- data
 
-def _sampler(ds, split: str, spec: EpisodeSpec, sharding):
-  """(images on device or None, key -> Tasks) for a dataset split."""
+def _sampler(ds, split: str, spec: EpisodeSpec, sharding, on_device: dict):
+  """key -> Tasks for a dataset split, laid out as `sharding`.
+
+  The split is copied to the mesh once (replicated) and kept in `on_device`,
+  so evaluation settings that share a split share its device copy.
+  """
   if isinstance(ds, Sinusoid):
-    fn = jax.jit(lambda key: ds.sample(key, spec), out_shardings=sharding)
-    return None, fn
-  images = jnp.asarray(ds.splits[split])
-  fn = make_sampler(spec, sharding)
-  return images, lambda key: fn(key, images)
+    return jax.jit(lambda key: ds.sample(key, spec), out_shardings=sharding)
+  if (ds.name, split) not in on_device:
+    on_device[ds.name, split] = parallel.replicate(ds.splits[split], sharding.mesh)
+  images, fn = on_device[ds.name, split], make_sampler(spec, sharding)
+  return lambda key: fn(key, images)
 
 
 def evaluate(eval_fn, state, sample_fn, episodes: int, batch: int, key) -> dict[str, np.ndarray]:
@@ -193,7 +196,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_step = jax.jit(learner.eval_step, in_shardings=(repl, tasks_sharding, repl),
                       out_shardings=repl)
   spec = train_spec(config)
-  _, sample_train = _sampler(train_ds, "train", spec, tasks_sharding)
+  on_device: dict = {}
+  sample_train = _sampler(train_ds, "train", spec, tasks_sharding, on_device)
 
   # State: fresh, or the latest checkpoint in the workdir.
   k_init, k_train, k_val, k_test = jax.random.split(jax.random.key(config.seed), 4)
@@ -210,11 +214,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     vspec = EpisodeSpec(settings[0].spec.ways if learner.num_ways is None else learner.num_ways,
                         config.eval.shots[0], config.eval.queries, config.eval.batch)
     vspec.validate(train_ds.splits["val"].shape, f"{config.dataset} val")
-    val = _sampler(train_ds, "val", vspec, tasks_sharding)[1]
+    val = _sampler(train_ds, "val", vspec, tasks_sharding, on_device)
     val_desc = f"{vspec.ways}-way {vspec.shots}-shot on the val split, {config.eval.val_episodes} episodes"
   elif config.eval.val_every and isinstance(train_ds, Sinusoid):
     val = _sampler(train_ds, "val", EpisodeSpec(1, config.eval.shots[0], config.eval.queries,
-                                                config.eval.batch), tasks_sharding)[1]
+                                                config.eval.batch), tasks_sharding, on_device)
     val_desc = f"{config.eval.shots[0]}-shot tasks, {config.eval.val_episodes} episodes"
 
   # Loop.
@@ -248,7 +252,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # Meta-test.
   results, curves = {}, {}
   for i, s in enumerate(settings):
-    _, sample = _sampler(datasets[s.dataset], s.split, s.spec, tasks_sharding)
+    sample = _sampler(datasets[s.dataset], s.split, s.spec, tasks_sharding, on_device)
     t0 = time.time()
     m = evaluate(eval_step, state, sample, config.eval.episodes, config.eval.batch,
                  jax.random.fold_in(k_test, i))
