@@ -11,6 +11,7 @@ from flax import nnx
 
 from metajax.data import sort_of_clevr as soc
 from metajax.errors import ConfigError
+from metajax.meta.protonet import prototypes
 from metajax.multimodal import (ModelConfig, MultimodalTransformer, Preprocessor, TableSchema,
                                 encode, load_tokenizer, train_tokenizer)
 from metajax.multimodal import fewshot
@@ -163,8 +164,9 @@ def test_protonet_separates_separable_classes_and_not_noise():
   assert float(fewshot.episode_accuracy(jax.random.key(0), separable, spec).mean()) == 1.0
   noise = jnp.asarray(rng.normal(size=(6, 20, 8)), jnp.float32)
   assert float(fewshot.episode_accuracy(jax.random.key(0), noise, spec).mean()) < 0.4
-  p = fewshot.prototypes(jnp.array([[0.0, 2.0], [2.0, 4.0], [5.0, 5.0]]), jnp.array([0, 0, 1]), 2)
+  p, counts = prototypes(jnp.array([[0.0, 2.0], [2.0, 4.0], [5.0, 5.0]]), jnp.array([0, 0, 1]), 2)
   np.testing.assert_allclose(p, [[1.0, 3.0], [5.0, 5.0]])
+  np.testing.assert_allclose(counts, [2.0, 1.0])
 
 
 # --- config and training -------------------------------------------------------------------

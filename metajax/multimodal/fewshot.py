@@ -19,18 +19,7 @@ from flax import nnx
 from metajax import report
 from metajax.data import sort_of_clevr as soc
 from metajax.data.episodes import EpisodeSpec, sample_tasks
-
-
-def prototypes(support_x: jax.Array, support_y: jax.Array, ways: int) -> jax.Array:
-  """Class means [N, D] of support embeddings [S, D] with labels [S] in 0..N-1."""
-  sums = jnp.zeros((ways, support_x.shape[-1]), support_x.dtype).at[support_y].add(support_x)
-  counts = jnp.zeros((ways,), support_x.dtype).at[support_y].add(1.0)
-  return sums / counts[:, None]
-
-
-def protonet_logits(query_x: jax.Array, protos: jax.Array) -> jax.Array:
-  """Negative squared Euclidean distances [Q, N] of queries [Q, D] to prototypes [N, D]."""
-  return -((query_x[:, None, :] - protos[None]) ** 2).sum(-1)
+from metajax.meta.protonet import proto_logits
 
 
 @functools.partial(jax.jit, static_argnames="spec")
@@ -39,7 +28,7 @@ def episode_accuracy(key: jax.Array, embeddings: jax.Array, spec: EpisodeSpec) -
   tasks = sample_tasks(key, embeddings, spec)
 
   def one(sx, sy, qx, qy):
-    return (protonet_logits(qx, prototypes(sx, sy, spec.ways)).argmax(-1) == qy).mean()
+    return (proto_logits(sx, sy, qx).argmax(-1) == qy).mean()
 
   return jax.vmap(one)(*tasks)
 
