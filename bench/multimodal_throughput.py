@@ -2,9 +2,10 @@
 
   flock /tmp/metajax_heavy.lock .venv/bin/python bench/multimodal_throughput.py [--steps 20]
 
-Times the jitted train step of configs/multimodal_sortofclevr.py (batch 64, real
-Sort-of-CLEVR batches) for early and late fusion in float32 and bfloat16, after one
-compile step. Prints one JSON line per variant.
+Times the jitted train step of configs/multimodal_sortofclevr.py (its batch of 128
+questions, 8 per image, real Sort-of-CLEVR batches) for early and late fusion in float32
+and bfloat16, after one compile step, and counts the step's FLOPs from XLA's cost analysis.
+Prints one JSON line per variant.
 """
 
 import argparse
@@ -48,8 +49,9 @@ def main():
     state = parallel.replicate(mt.TrainState(jax.numpy.zeros((), jax.numpy.int32), params,
                                              tx.init(params)), mesh)
     step = mt.make_train_step(graphdef, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0)
-    batches = [parallel.shard_batch(split.batch(mt.train_indices(0, i, bs, split.size)), mesh)
-               for i in range(args.steps + 1)]
+    r = config.train.questions_per_image
+    batches = [parallel.shard_batch(split.batch(mt.scene_indices(0, i, bs, r, split.by_image), r),
+                                    mesh) for i in range(args.steps + 1)]
     key = jax.random.key(0)
     t0 = time.perf_counter()
     state, m = step(state, batches[0], key)
@@ -60,7 +62,11 @@ def main():
       state, m = step(state, b, key)
     jax.block_until_ready(m)
     dt = time.perf_counter() - t0
+    flops = step.lower(state, batches[0], key).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops or {}).get("flops", float("nan"))
     print(json.dumps({"fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
+                      "step_gflop": round(flops / 1e9, 2),
+                      "achieved_gflop_per_s": round(flops * args.steps / dt / 1e9, 1),
                       "examples_per_s": round(args.steps * bs / dt, 1),
                       "step_ms": round(1000 * dt / args.steps, 1),
                       "first_step_s": round(compile_s, 1),

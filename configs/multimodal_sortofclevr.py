@@ -22,26 +22,30 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c.experiment = "multimodal"
   c.seed = 0
 
-  c.data = dict(num_train=9800, num_test=200, table_rows=3, data_dir="")
+  c.data = dict(num_train=9800, num_test=200, num_val=200, table_rows=3, data_dir="")
 
-  c.model = dict(patch=15, dim=64, depth=4, heads=4, mlp_dim=128, max_text_len=16,
-                 truncate_text=False, vocab_size=256, tokenizer="", fusion="early",
-                 dtype="float32")
+  c.model = dict(stem="conv", stem_channels=(32, 32, 32, 32), image_queries=0,
+                 image_pos="sincos", text_condition="cls", patch=15, dim=64, depth=4, heads=4,
+                 mlp_dim=128, max_text_len=16, truncate_text=False, vocab_size=256,
+                 tokenizer="", fusion="early", dtype="float32")
 
-  c.train = dict(steps=2400, batch_size=64, learning_rate=1e-3, warmup_steps=200,
-                 weight_decay=1e-4, clip_norm=1.0, regression_weight=0.0,
-                 drop=dict(image=0.1, text=0.0, table=0.3),
-                 log_every=50, eval_every=200, checkpoint_every=200, eval_questions=1000)
+  # 8 questions of each of 16 images per step; stops once the validation split reaches
+  # stop_at on both relational and non-relational questions (the test set is never used).
+  c.train = dict(steps=8000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
+                 warmup_steps=200, schedule="constant", weight_decay=1e-4, clip_norm=1.0,
+                 regression_weight=1.0, drop=dict(image=0.1, text=0.0, table=0.3),
+                 stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,
+                 eval_questions=4400)
   c.eval = dict(batch_size=500)
   # A late-fusion baseline of the same encoder size trained in the same run (0: skip).
-  c.compare = dict(late_fusion_steps=1200)
+  c.compare = dict(late_fusion_steps=2500)
   c.fewshot = dict(ways=5, shots=5, queries=5, episodes=500)
 
   if mode == "tiny":
-    c.data.update(num_train=40, num_test=20)
+    c.data.update(num_train=40, num_test=20, num_val=10)
     c.model.update(dim=16, depth=1, heads=2, mlp_dim=32)
-    c.train.update(steps=4, batch_size=8, warmup_steps=1, log_every=2, eval_every=2,
-                   checkpoint_every=2, eval_questions=40)
+    c.train.update(steps=4, batch_size=8, questions_per_image=2, warmup_steps=1, log_every=2,
+                   eval_every=2, checkpoint_every=2, eval_questions=40, stop_at=0.0)
     c.eval.batch_size = 64
     c.compare.late_fusion_steps = 2
     c.fewshot.update(ways=3, shots=2, queries=2, episodes=4)

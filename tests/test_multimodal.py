@@ -108,6 +108,43 @@ def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
   assert not np.allclose(full["logits"][0], no_table[0], atol=1e-5)  # the table matters
 
 
+@pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8)),
+                                dict(image_pos="sincos", text_condition="all")])
+def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scenes, tok, kw):
+  cfg = ModelConfig(**{**TINY.__dict__, **kw})
+  model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
+  batch = _batch(scenes, tok)
+  # Two images, two questions each: images and tables given once per image.
+  shared = {k: (v[::2] if k == "image" or k.startswith("table") else v) for k, v in batch.items()}
+  repeated = {k: (jnp.repeat(v[::2], 2, 0) if k == "image" or k.startswith("table") else v)
+              for k, v in batch.items()}
+  np.testing.assert_allclose(model(shared)["logits"], model(repeated)["logits"], atol=1e-5)
+  present = jnp.array([[1, 0, 1]] * 4, bool)
+  no_text = {k: v for k, v in batch.items() if not k.startswith("text")}
+  np.testing.assert_allclose(model({**batch, "present": present})["logits"],
+                             model(no_text)["logits"], atol=1e-5)
+  with pytest.raises(ConfigError, match="divisor of 4"):
+    model({**batch, "image": batch["image"][:3]})
+
+
+def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
+  from metajax.multimodal.train import Split, scene_indices
+  split = Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
+  a = scene_indices(0, 5, 8, 4, split.by_image)
+  np.testing.assert_array_equal(a, scene_indices(0, 5, 8, 4, split.by_image))
+  assert not np.array_equal(a, scene_indices(0, 6, 8, 4, split.by_image))
+  img = scenes["q_image"][a].reshape(2, 4)
+  assert (img == img[:, :1]).all() and img[0, 0] != img[1, 0]
+  assert len(set(a.tolist())) == 8  # no question twice in a step
+  b = split.batch(a, per_image=4)
+  assert b["image"].shape[0] == 2 and b["text"].shape[0] == 8
+  np.testing.assert_array_equal(b["image"], scenes["images"][img[:, 0]])
+  # One epoch of steps visits every image once.
+  seen = np.concatenate([scenes["q_image"][scene_indices(0, s, 8, 4, split.by_image)][::4]
+                         for s in range(6)])
+  assert sorted(seen.tolist()) == list(range(12))
+
+
 def test_bf16_compute_runs_close_to_float32(scenes, tok):
   batch = _batch(scenes, tok)
   f32 = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))(batch)["logits"]
@@ -131,6 +168,8 @@ def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog)
   model = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))
   with pytest.raises(ConfigError, match=r"75, 75, 3"):
     model({"image": jnp.zeros((1, 75, 75, 4))})
+  with pytest.raises(ConfigError, match="must divide the image size 75x75.*15, 25"):
+    ModelConfig(stem="patch", patch=7).validate()
   long = "what shape is the red object " * 5
   with pytest.raises(ConfigError, match="max_text_len=16.*truncate_text"):
     pre(texts=[long])
@@ -181,9 +220,14 @@ def _tiny():
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("model.heads", 3, "must divide model.dim"), ("model.patch", 7, "must divide the image"),
+    ("model.heads", 3, "must divide model.dim"), ("model.stem_channels", (), "at least one"),
     ("model.fusion", "middle", "fusion"), ("train.drop.image", 1.0, "drop"),
-    ("train.steps", 0, "positive"), ("fewshot.ways", 7, "6 colour")])
+    ("train.steps", 0, "positive"), ("fewshot.ways", 7, "6 colour"),
+    ("train.questions_per_image", 23, "22 questions"), ("train.questions_per_image", 3,
+                                                         "whole images"),
+    ("train.stop_at", 95, "fraction"), ("data.num_val", -1, "num_val"),
+    ("compare.late_fusion_steps", -2, "-1"), ("model.image_pos", "rope", "sincos"),
+    ("model.stem", "vit", "'conv', 'patch'")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   from metajax.multimodal.train import train_and_evaluate
   c = _tiny()
@@ -193,6 +237,15 @@ def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, matc
     node = node[part]
   node[name] = value
   with pytest.raises(ConfigError, match=match):
+    train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping_needs_a_validation_split(tmp_path):
+  from metajax.multimodal.train import train_and_evaluate
+  c = _tiny()
+  c.data.num_val, c.train.stop_at = 0, 0.9
+  with pytest.raises(ConfigError, match="never the test set"):
     train_and_evaluate(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 

@@ -166,17 +166,21 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
 
 
 def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: int = 0,
-         table_rows: int = 3) -> dict[str, dict[str, np.ndarray]]:
-  """{'train': generate(...), 'test': generate(...)}, from the cache when it is intact.
+         table_rows: int = 3, num_val: int = 0) -> dict[str, dict[str, np.ndarray]]:
+  """{'train': generate(...), 'test': generate(...)} (and 'val' when `num_val` > 0), from
+  the cache when it is intact.
 
-  Train and test come from different seeds derived from `seed`. The cache file is
-  named by every argument, so different sizes never collide.
+  Each split comes from its own seed derived from `seed` (train and test as without a
+  validation split). The cache file is named by every argument, so sizes never collide.
   """
   for key, v in (("data.num_train", num_train), ("data.num_test", num_test)):
     if v <= 0:
       raise ConfigError(key, v, "must be positive", ">= 1")
+  if num_val < 0:
+    raise ConfigError("data.num_val", num_val, "an image count", ">= 0 (0: no validation split)")
   directory = os.path.join(default_data_dir(data_dir), "sort_of_clevr")
   name = f"v{VERSION}-train{num_train}-test{num_test}-seed{seed}-rows{table_rows}"
+  name += f"-val{num_val}" if num_val else ""
   path, meta = os.path.join(directory, name + ".npz"), os.path.join(directory, name + ".json")
   if os.path.exists(path) and os.path.exists(meta):
     try:
@@ -189,6 +193,8 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
       pass  # corrupt: rebuilt below
   splits = {"train": generate(num_train, seed * 2 + 1, table_rows),
             "test": generate(num_test, seed * 2 + 2, table_rows)}
+  if num_val:
+    splits["val"] = generate(num_val, 10_000 + seed, table_rows)
   import io
   buf = io.BytesIO()
   np.savez(buf, **{f"{s}/{k}": v for s, d in splits.items() for k, v in d.items()})

@@ -1,11 +1,18 @@
 """One Flax NNX transformer over image, text and table tokens (early fusion), and a
 late-fusion baseline of the same encoder size.
 
-Tokens. Image: non-overlapping `patch` x `patch` patches (einops), one linear map each,
-plus a learned position per patch. Text: token embedding plus position. Table: one
+Tokens. Image: `stem='conv'` (default) runs stride-2 3x3 convolutions over the pixels
+with two coordinate channels appended (CoordConv), one token per cell of the final grid
+(75x75 -> 5x5 with 4 layers, as the Relation Network's CNN); `stem='patch'` maps
+non-overlapping `patch` x `patch` patches (einops) linearly. Each cell also gets a learned
+position. Text: token embedding plus position. Table: one
 token per cell; a categorical cell is an embedding of its value, a numeric cell is
 `value * w_f + b_f` (per-feature linear), plus a column and a row embedding. Every
 token also gets its modality-type embedding; a CLS token leads the sequence.
+
+Shared scenes. A modality may come with fewer rows than the batch: with B examples and
+B / r images (or tables), image i serves examples i*r .. i*r + r - 1 and its tokens are
+built once (visual QA: many questions per image; the conv stem is most of the cost).
 
 Masks. A key mask hides padding (text pads, empty table rows) and absent modalities:
 `batch['present']` [B, 3] (image, text, table) drops a modality for some examples;
@@ -51,6 +58,11 @@ MODALITIES = ("image", "text", "table")
 class ModelConfig:
   """Sizes of a multimodal transformer. `table_categorical`: vocabulary size per categorical column."""
   image_shape: tuple[int, int, int] = (75, 75, 3)
+  stem: str = "conv"
+  stem_channels: tuple[int, ...] = (32, 32, 32, 32)
+  image_queries: int = 0
+  image_pos: str = "learned"
+  text_condition: str = "none"
   patch: int = 15
   vocab_size: int = 256
   max_text_len: int = 16
@@ -72,8 +84,17 @@ class ModelConfig:
                 "num_classes"):
       if getattr(self, key) <= 0:
         raise ConfigError(f"model.{key}", getattr(self, key), "must be positive", ">= 1")
+    if self.stem not in ("conv", "patch"):
+      raise ConfigError("model.stem", self.stem, "unknown image stem", "'conv', 'patch'")
+    if self.stem == "conv" and (not self.stem_channels or min(self.stem_channels) <= 0):
+      raise ConfigError("model.stem_channels", self.stem_channels,
+                        "the conv stem needs at least one layer of positive width",
+                        "e.g. (32, 32, 32, 32)")
+    if self.image_queries < 0:
+      raise ConfigError("model.image_queries", self.image_queries, "a token count",
+                        "0 (one token per grid cell) or >= 1 learned queries")
     h, w, _ = self.image_shape
-    if h % self.patch or w % self.patch:
+    if self.stem == "patch" and (h % self.patch or w % self.patch):
       raise ConfigError("model.patch", self.patch, f"must divide the image size {h}x{w}",
                         ", ".join(str(p) for p in range(1, h + 1) if h % p == 0 and w % p == 0))
     if self.dim % self.heads:
@@ -81,12 +102,35 @@ class ModelConfig:
                         ", ".join(str(p) for p in range(1, self.dim + 1) if self.dim % p == 0))
     if self.fusion not in ("early", "late"):
       raise ConfigError("model.fusion", self.fusion, "unknown fusion", "'early', 'late'")
+    if self.text_condition not in ("none", "cls", "all"):
+      raise ConfigError("model.text_condition", self.text_condition,
+                        "which tokens start from the question summary", "'none', 'cls', 'all'")
+    if self.image_pos not in ("learned", "sincos"):
+      raise ConfigError("model.image_pos", self.image_pos, "unknown image position embedding",
+                        "'learned', 'sincos'")
+    if self.image_pos == "sincos" and self.dim % 4:
+      raise ConfigError("model.dim", self.dim, "2-D sin-cos positions need dim % 4 == 0",
+                        "a multiple of 4")
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError("model.dtype", self.dtype, "unknown compute dtype", "'float32', 'bfloat16'")
 
   @property
+  def image_grid(self) -> tuple[int, int]:
+    """(rows, cols) of image tokens."""
+    h, w, _ = self.image_shape
+    if self.stem == "patch":
+      return h // self.patch, w // self.patch
+    for _ in self.stem_channels:  # stride 2, SAME padding
+      h, w = -(-h // 2), -(-w // 2)
+    return h, w
+
+  @property
   def num_patches(self) -> int:
-    return (self.image_shape[0] // self.patch) * (self.image_shape[1] // self.patch)
+    """Number of image tokens."""
+    if self.image_queries:
+      return self.image_queries
+    gh, gw = self.image_grid
+    return gh * gw
 
 
 class Block(nnx.Module):
@@ -112,6 +156,15 @@ class Block(nnx.Module):
     return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x)))).astype(x.dtype)
 
 
+def sincos_2d(rows: int, cols: int, dim: int) -> jax.Array:
+  """Fixed [rows * cols, dim] 2-D sin-cos position embedding (MAE): dim/2 channels per axis."""
+  freqs = 1.0 / 100.0 ** (jnp.arange(dim // 4) / max(1, dim // 4))
+  yy, xx = jnp.meshgrid(jnp.arange(rows, dtype=jnp.float32), jnp.arange(cols, dtype=jnp.float32),
+                        indexing="ij")
+  ang = [a.reshape(-1, 1) * freqs for a in (xx, yy)]
+  return jnp.concatenate([f(a) for a in ang for f in (jnp.sin, jnp.cos)], -1)
+
+
 def _param(rngs: nnx.Rngs, *shape: int, scale: float = 0.02) -> nnx.Param:
   return nnx.Param(scale * jax.random.normal(rngs.params(), shape))
 
@@ -125,8 +178,24 @@ class MultimodalTransformer(nnx.Module):
     dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
     d = cfg.dim
     h, w, c = cfg.image_shape
-    self.patch_embed = nnx.Linear(cfg.patch * cfg.patch * c, d, dtype=dtype, rngs=rngs)
-    self.patch_pos = _param(rngs, cfg.num_patches, d)
+    if cfg.stem == "conv":
+      widths = (c + 2,) + tuple(cfg.stem_channels)  # + (x, y) coordinate channels
+      self.stem_convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=2, padding="SAME", dtype=dtype,
+                                     rngs=rngs) for i, o in zip(widths[:-1], widths[1:])])
+      self.stem_norms = nnx.List([nnx.LayerNorm(o, rngs=rngs) for o in widths[1:]])
+      self.patch_embed = nnx.Linear(widths[-1], d, dtype=dtype, rngs=rngs)
+    else:
+      self.patch_embed = nnx.Linear(cfg.patch * cfg.patch * c, d, dtype=dtype, rngs=rngs)
+    gh, gw = cfg.image_grid
+    if cfg.image_pos == "learned":
+      self.patch_pos = _param(rngs, gh * gw, d, scale=1.0)
+    if cfg.image_queries:
+      # Perceiver-style pooling: K learned queries attend over the grid; values see each
+      # cell's (x, y), so a query that locks onto one object pools its centroid.
+      self.pool_norm = nnx.LayerNorm(d, rngs=rngs)
+      self.pool_k = nnx.Linear(d, d, dtype=dtype, rngs=rngs)
+      self.pool_v = nnx.Linear(d + 2, d, dtype=dtype, rngs=rngs)
+      self.queries = _param(rngs, cfg.image_queries, d, scale=1.0)
     self.tok_embed = nnx.Embed(cfg.vocab_size, d, dtype=dtype, rngs=rngs)
     self.text_pos = _param(rngs, cfg.max_text_len, d)
     n_cat = len(cfg.table_categorical)
@@ -139,6 +208,8 @@ class MultimodalTransformer(nnx.Module):
     self.row_embed = _param(rngs, max(1, cfg.table_rows), d)
     self.type_embed = _param(rngs, 1 + len(MODALITIES), d)  # CLS, image, text, table
     self.cls = _param(rngs, len(MODALITIES) if cfg.fusion == "late" else 1, d)
+    if cfg.text_condition != "none":
+      self.text_summary = nnx.Linear(d, d, rngs=rngs)
     self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
                             for _ in range(cfg.depth)])
     self.norm = nnx.LayerNorm(d, rngs=rngs)
@@ -152,9 +223,33 @@ class MultimodalTransformer(nnx.Module):
     x = image.astype(jnp.float32)
     if image.dtype == jnp.uint8:
       x = x / 255.0
-    x = rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=self.cfg.patch, q=self.cfg.patch)
-    t = self.patch_embed(x).astype(jnp.float32) + self.patch_pos[...]
+    if self.cfg.stem == "conv":
+      b, h, w, _ = x.shape
+      yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
+      x = jnp.concatenate([x, jnp.broadcast_to(jnp.stack([xx, yy], -1), (b, h, w, 2))], -1)
+      for conv, norm in zip(self.stem_convs, self.stem_norms):
+        x = jax.nn.relu(norm(conv(x)))
+      x = rearrange(x, "b h w c -> b (h w) c")
+    else:
+      x = rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=self.cfg.patch, q=self.cfg.patch)
+    pos = self.patch_pos[...] if self.cfg.image_pos == "learned" else sincos_2d(
+        *self.cfg.image_grid, self.cfg.dim)
+    t = self.patch_embed(x).astype(jnp.float32) + pos
+    if self.cfg.image_queries:
+      t = self._pool(t)
     return t, jnp.ones(t.shape[:2], bool)
+
+  def _pool(self, t: jax.Array) -> jax.Array:
+    """[B, N, D] grid tokens -> [B, K, D]: one softmax attention per learned query."""
+    gh, gw = self.cfg.image_grid
+    yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, gh), jnp.linspace(-1, 1, gw), indexing="ij")
+    xy = jnp.broadcast_to(jnp.stack([xx, yy], -1).reshape(gh * gw, 2), t.shape[:2] + (2,))
+    t = self.pool_norm(t)
+    k, v = self.pool_k(t), self.pool_v(jnp.concatenate([t, xy], -1))
+    q = self.queries[...].astype(k.dtype)
+    logits = jnp.einsum("kd,bnd->bkn", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkn,bnd->bkd", attn, v).astype(jnp.float32) + self.queries[...]
 
   def _text_tokens(self, ids: jax.Array, mask: jax.Array):
     t = self.tok_embed(ids).astype(jnp.float32) + self.text_pos[...][: ids.shape[1]]
@@ -185,6 +280,11 @@ class MultimodalTransformer(nnx.Module):
       cat = batch.get("table_cat", jnp.zeros((b, self.cfg.table_rows, 0), jnp.int32))
       num = batch.get("table_num", jnp.zeros((b, self.cfg.table_rows, 0)))
       out["table"] = self._table_tokens(cat, num, batch["table_mask"])
+    # Shared scenes: a modality given for B / r rows serves r consecutive examples each
+    # (e.g. one image, many questions); its tokens are built once and repeated.
+    b = max(t.shape[0] for t, _ in out.values()) if out else 0
+    out = {m: (jnp.repeat(t, b // t.shape[0], 0), jnp.repeat(mask, b // t.shape[0], 0))
+           for m, (t, mask) in out.items()}
     present = batch.get("present")
     for m, (t, mask) in out.items():
       i = MODALITIES.index(m)
@@ -208,7 +308,20 @@ class MultimodalTransformer(nnx.Module):
     d = self.cfg.dim
     if self.cfg.fusion == "early":
       cls = jnp.broadcast_to(self.cls[...][0] + self.type_embed[...][0], (b, 1, d))
-      x = jnp.concatenate([cls] + [t for t, _ in toks.values()], axis=1)
+      parts = [t for t, _ in toks.values()]
+      if self.cfg.text_condition != "none" and "text" in toks:
+        # Question-conditioned tokens: the CLS ('cls') or every token ('all') starts from a
+        # projection of the mean present text token, so the first attention and MLP can
+        # already act on what the question names (the RN feeds its question to every pair).
+        t, m = toks["text"]
+        w = m.astype(jnp.float32)[..., None]
+        n = w.sum(1)
+        q = self.text_summary((t * w).sum(1) / jnp.maximum(n, 1.0)) * (n > 0)  # 0 if absent
+        q = q[:, None]
+        cls = cls + q
+        if self.cfg.text_condition == "all":
+          parts = [p if name == "text" else p + q for name, p in zip(toks, parts)]
+      x = jnp.concatenate([cls] + parts, axis=1)
       mask = jnp.concatenate([jnp.ones((b, 1), bool)] + [m for _, m in toks.values()], axis=1)
       emb = self._encode(x, mask)
     else:
@@ -234,6 +347,14 @@ def check_batch(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
   extra = sorted(set(batch) - known)
   if extra:
     raise ConfigError("batch", extra, "unknown keys", ", ".join(sorted(known)))
+  rows = {k: v.shape[0] for k, v in batch.items() if k != "present"}
+  if rows:
+    b = max(rows.values())
+    bad = {k: n for k, n in rows.items() if n == 0 or b % n}
+    if bad:
+      raise ConfigError("batch", f"leading sizes {rows}",
+                        "every modality needs the batch size or a divisor of it (shared scenes)",
+                        f"{b} or a divisor of {b}")
   if "image" in batch:
     shape = tuple(batch["image"].shape[1:])
     if shape != tuple(cfg.image_shape):

@@ -51,8 +51,19 @@ def validate(config) -> None:
                    "train.steps", "train.batch_size", "train.learning_rate", "train.log_every",
                    "train.eval_every", "train.checkpoint_every", "train.eval_questions",
                    "eval.batch_size")
+  require_positive(config, "data.num_val", "train.stop_at", allow_zero=True)
+  if config.train.stop_at > 1:
+    raise ConfigError("train.stop_at", config.train.stop_at, "a validation accuracy",
+                      "0 (train all train.steps) or a fraction in (0, 1]")
+  if config.train.stop_at and not config.data.num_val:
+    raise ConfigError("train.stop_at", config.train.stop_at,
+                      "stopping needs a validation split, never the test set",
+                      "data.num_val >= 1, or train.stop_at=0")
   require_positive(config, "train.warmup_steps", "train.weight_decay", "train.regression_weight",
-                   "compare.late_fusion_steps", "fewshot.episodes", allow_zero=True)
+                   "fewshot.episodes", allow_zero=True)
+  if config.compare.late_fusion_steps < -1:
+    raise ConfigError("compare.late_fusion_steps", config.compare.late_fusion_steps,
+                      "a step budget", "-1 (as many as the main model trained), 0 (skip), >= 1")
   if not 0 <= config.data.table_rows <= len(soc.COLOURS):
     raise ConfigError("data.table_rows", config.data.table_rows, "a scene has 6 objects", "0..6")
   for m in MODALITIES:
@@ -60,12 +71,28 @@ def validate(config) -> None:
     if not 0.0 <= p < 1.0:
       raise ConfigError(f"train.drop.{m}", p, "a drop probability", "0 <= p < 1")
   require_in("model.fusion", config.model.fusion, ("early", "late"))
+  require_in("model.stem", config.model.stem, ("conv", "patch"))
+  require_in("train.schedule", config.train.schedule, ("constant", "cosine"))
   require_in("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   n = jax.device_count()
   if config.train.batch_size % n:
     raise ConfigError("train.batch_size", config.train.batch_size,
                       f"must split evenly over the {n} devices of the data mesh",
                       f"a multiple of {n}")
+  r = config.train.questions_per_image
+  per_image = 2 * 10 + (2 if config.data.table_rows else 0)
+  if not 1 <= r <= per_image:
+    raise ConfigError("train.questions_per_image", r,
+                      f"each Sort-of-CLEVR image has {per_image} questions", f"1..{per_image}")
+  if config.train.batch_size % (r * n):
+    raise ConfigError("train.batch_size", config.train.batch_size,
+                      f"must hold whole images ({r} questions each) split evenly over {n} "
+                      "device(s)", f"a multiple of {r * n}")
+  if config.train.batch_size // r > config.data.num_train:
+    raise ConfigError("train.batch_size", config.train.batch_size,
+                      f"needs {config.train.batch_size // r} images per step, more than "
+                      f"data.num_train={config.data.num_train}",
+                      f"<= {config.data.num_train * r}")
   if config.model.tokenizer and not os.path.isdir(config.model.tokenizer):
     raise ConfigError("model.tokenizer", config.model.tokenizer, "no tokenizer directory there",
                       "'' (train one on the questions) or a save_pretrained directory")
@@ -80,7 +107,9 @@ def validate(config) -> None:
 def model_config(config, vocab_size: int, fusion: str | None = None) -> ModelConfig:
   m = config.model
   return ModelConfig(
-      image_shape=(soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), patch=m.patch, vocab_size=vocab_size,
+      image_shape=(soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), stem=m.stem,
+      stem_channels=tuple(m.stem_channels), image_queries=m.image_queries,
+      image_pos=m.image_pos, text_condition=m.text_condition, patch=m.patch, vocab_size=vocab_size,
       max_text_len=m.max_text_len,
       table_categorical=tuple(len(v) for v in soc.TABLE_CATEGORICAL.values()),
       table_numeric=len(soc.TABLE_NUMERIC), table_rows=config.data.table_rows, dim=m.dim,
@@ -102,8 +131,14 @@ class Split:
     img = d["q_image"]
     self.target_xy = (d["centres"][img, d["q_target"]] / soc.IMAGE_SIZE).astype(np.float32)
 
-  def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-    img = self.d["q_image"][idx]
+    # Questions of each image, [images, questions per image] (every image has as many).
+    order = np.argsort(d["q_image"], kind="stable")
+    self.by_image = order.reshape(len(d["images"]), -1)
+
+  def batch(self, idx: np.ndarray, per_image: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of questions `idx`; with `per_image` = r, idx holds r consecutive questions of
+    each image, and images and tables come once per r questions (the model shares them)."""
+    img = self.d["q_image"][idx][::per_image]
     return {"image": self.d["images"][img], "text": self.ids[idx], "text_mask": self.mask[idx],
             "table_cat": self.d["table_cat"][img], "table_num": self.table_num[img],
             "table_mask": self.d["table_mask"][img], "answer": self.d["q_answer"][idx],
@@ -112,7 +147,7 @@ class Split:
 
 def load_data(config, workdir: str):
   splits = soc.load(config.data.data_dir, config.data.num_train, config.data.num_test,
-                    config.seed, config.data.table_rows)
+                    config.seed, config.data.table_rows, config.data.num_val)
   tok_dir = config.model.tokenizer or os.path.join(workdir, "tokenizer")
   if os.path.isdir(tok_dir):
     tok = load_tokenizer(tok_dir)
@@ -137,6 +172,20 @@ def train_indices(seed: int, step: int, batch: int, n: int) -> np.ndarray:
   per_epoch = n // batch
   epoch, pos = divmod(step, per_epoch)
   return _epoch_order(seed, epoch, n)[pos * batch:(pos + 1) * batch]
+
+
+def scene_indices(seed: int, step: int, batch: int, per_image: int,
+                  by_image: np.ndarray) -> np.ndarray:
+  """Question indices of `step` in groups of `per_image` questions of one image (images in a
+  per-epoch shuffled order, questions drawn without replacement); a function of (seed, step)."""
+  if per_image == 1:
+    return train_indices(seed, step, batch, by_image.size)
+  images = batch // per_image
+  epoch, pos = divmod(step, len(by_image) // images)
+  img = _epoch_order(seed, epoch, len(by_image))[pos * images:(pos + 1) * images]
+  rng = np.random.default_rng([seed, epoch, pos, 1])
+  pick = np.argsort(rng.random((images, by_image.shape[1])), axis=1)[:, :per_image]
+  return np.take_along_axis(by_image[img], pick, axis=1).reshape(-1)
 
 
 # --- step ----------------------------------------------------------------------------------
@@ -206,10 +255,15 @@ def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1
 
 
 def make_optimizer(config, steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup and cosine decay to 0 at `steps`, global-norm clipping."""
+  """AdamW with linear warmup, then constant or cosine-decayed to 0 at `steps`; global-norm clipping."""
   t = config.train
-  schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
-                                                max(steps, t.warmup_steps + 1))
+  if t.schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
+                                                  max(steps, t.warmup_steps + 1))
+  else:
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, t.learning_rate, max(1, t.warmup_steps)),
+         optax.constant_schedule(t.learning_rate)], [max(1, t.warmup_steps)])
   return optax.chain(optax.clip_by_global_norm(t.clip_norm),
                      optax.adamw(schedule, weight_decay=t.weight_decay))
 
@@ -234,14 +288,17 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1]["time_s"] if (prior and restored is not None) else 0.0
-  train, test = data["train"], data["test"]
-  eval_idx = np.random.default_rng(config.seed).permutation(test.size)[:t.eval_questions]
+  train, held = data["train"], data.get("val", data["test"])
+  eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]
   key = jax.random.key(config.seed)
+  if t.stop_at and _first_reaching(runlog.read_metrics(workdir), t.stop_at) is not None:
+    logging.info("%s: already reached train.stop_at=%s at step %d", label, t.stop_at, start)
+    steps = start
   bar = runlog.progress(steps, start, desc=label)
   tick, ticked_step = time.perf_counter(), start
   for step in range(start, steps):
-    batch = parallel.shard_batch(train.batch(train_indices(config.seed, step, t.batch_size,
-                                                           train.size)), mesh)
+    idx = scene_indices(config.seed, step, t.batch_size, t.questions_per_image, train.by_image)
+    batch = parallel.shard_batch(train.batch(idx, t.questions_per_image), mesh)
     state, metrics = step_fn(state, batch, key)
     done = step + 1
     bar.update(1)
@@ -255,10 +312,17 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
       writer.write(done, {**metrics, "time_s": elapsed, "examples": done * t.batch_size})
     if done % t.eval_every == 0 or done == steps:
       t0 = time.perf_counter()
-      acc = evaluate(predict, state.params, test, mesh, config.eval.batch_size,
+      acc = evaluate(predict, state.params, held, mesh, config.eval.batch_size,
                      indices=eval_idx)
       writer.write(done, {f"eval/{g}": v for g, v in acc.items()})
       tick += time.perf_counter() - t0  # evals are not training time
+      reached = t.stop_at and _first_reaching([{f"eval/{g}": v for g, v in acc.items()}],
+                                              t.stop_at) is not None
+      if reached:
+        logging.info("%s: validation reached train.stop_at=%s at step %d; stopping",
+                     label, t.stop_at, done)
+        checkpoint.save(mngr, done, state)
+        break
     if done % t.checkpoint_every == 0 or done == steps:
       checkpoint.save(mngr, done, state)
   bar.close()
@@ -267,10 +331,18 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   return state, graphdef, predict
 
 
+def _no_stop(config):
+  """`config` with early stopping off: the baseline trains exactly its step budget."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.train.stop_at = 0.0
+  return c
+
+
 def _first_reaching(rows, target: float):
   for r in rows:
     if r.get("eval/relational", 0) >= target and r.get("eval/non-relational", 0) >= target:
-      return r["step"]
+      return r.get("step", -1)
   return None
 
 
@@ -297,13 +369,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               for name, p in SUBSETS.items()}
   late = None
   if config.compare.late_fusion_steps:
+    trained = int(state.step)
     other = "late" if mcfg.fusion == "early" else "early"
     ldir = os.path.join(workdir, f"{other}_fusion")
     os.makedirs(ldir, exist_ok=True)
     lcfg = model_config(config, tok.vocab_size, fusion=other)
-    lstate, _, lpredict = _train(config, ldir, data, lcfg, config.compare.late_fusion_steps,
-                                 mesh, f"{other} fusion")
-    late = {"fusion": other, "steps": config.compare.late_fusion_steps,
+    lsteps = trained if config.compare.late_fusion_steps < 0 else config.compare.late_fusion_steps
+    lstate, _, lpredict = _train(_no_stop(config), ldir, data, lcfg, lsteps, mesh,
+                                 f"{other} fusion")
+    late = {"fusion": other, "steps": lsteps,
             "accuracy": {n: evaluate(lpredict, lstate.params, test, mesh, bs, present=p)
                          for n, p in SUBSETS.items() if n in ("image+text+table", "image+text")},
             "rows": runlog.read_metrics(ldir)}
@@ -323,16 +397,20 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
   t = config.train
   last_time = [r for r in rows if "time_s" in r]
   secs = last_time[-1]["time_s"] if last_time else float("nan")
-  reach = _first_reaching(rows, 0.95)
+  reach = _first_reaching(rows, t.stop_at or 0.95)
+  trained = max([r["step"] for r in rows if "train/loss" in r], default=0)
   lines = [f"# Multimodal transformer on Sort-of-CLEVR ({mcfg.fusion} fusion)", "",
            f"{config.data.num_train} training images ({data_desc(config)}); test: "
-           f"{config.data.num_test} images. Model: dim {mcfg.dim}, "
-           f"depth {mcfg.depth}, heads {mcfg.heads}, patch {mcfg.patch} "
-           f"({mcfg.num_patches} image tokens), {n_params:,} parameters, {mcfg.dtype}. "
-           f"{t.steps} steps x batch {t.batch_size} = {t.steps * t.batch_size:,} examples, "
-           f"{secs:.0f} s of training on {jax.device_count()} {jax.devices()[0].platform} device(s). "
-           f"Modality dropout in training: {dict(t.drop)}; regression (object x, y) loss weight "
-           f"{t.regression_weight}.", "",
+           f"{config.data.num_test} images; validation (periodic evals, early stopping): "
+           f"{config.data.num_val} images. Model: dim {mcfg.dim}, depth {mcfg.depth}, heads "
+           f"{mcfg.heads}, {stem_desc(mcfg)}, {mcfg.image_pos} image positions, "
+           f"text-conditioned tokens: {mcfg.text_condition}; {n_params:,} parameters, "
+           f"{mcfg.dtype}. {trained:,} steps (of at most {t.steps:,}) x batch {t.batch_size} "
+           f"({t.questions_per_image} questions per image) = {trained * t.batch_size:,} "
+           f"examples, {secs:.0f} s of training on {jax.device_count()} "
+           f"{jax.devices()[0].platform} device(s). Modality dropout in training: "
+           f"{dict(t.drop)}; auxiliary regression (x, y of the object the answer is about) "
+           f"loss weight {t.regression_weight}.", "",
            "## Accuracy (%) beside the published Relation Network results", "",
            report.md_table(["model", "non-relational", "relational"],
                            [list(r) for r in PUBLISHED] +
@@ -342,10 +420,10 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
                               pct(late["accuracy"]["image+text+table"]["non-relational"]),
                               pct(late["accuracy"]["image+text+table"]["relational"])]]
                             if late else [])), "",
-           f"Target (>= 95% on both): " + (f"first reached at step {reach} "
-                                            f"({reach * t.batch_size:,} examples) on the periodic "
-                                            f"eval subset ({t.eval_questions} test questions)."
-                                            if reach else "not reached in this run."), "",
+           f"Target (>= {100 * (t.stop_at or 0.95):.0f}% on both): " + (
+               f"the validation split first reached it at step {reach} "
+               f"({reach * t.batch_size:,} examples, {_time_at(rows, reach):.0f} s of training)."
+               if reach else "the validation split did not reach it in this run."), "",
            "## Modality ablations and robustness (test-time subsets, %)", "",
            "One model trained with all three modalities and modality dropout, evaluated with "
            "modalities removed at test time. 'table' questions ask a weight listed only in the "
@@ -359,7 +437,7 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
                   ["model", "present"] + list(GROUPS) + ["all"],
                   [[f"{late['fusion']} fusion", n] + [pct(a[g]) for g in GROUPS + ("all",)]
                    for n, a in late["accuracy"].items()] +
-                  [[f"{mcfg.fusion} fusion at step {late['steps']} (eval subset)", "all"] +
+                  [[f"{mcfg.fusion} fusion at step {late['steps']} (validation split)", "all"] +
                    [pct(r[f"eval/{g}"]) if r else "-" for g in GROUPS + ("all",)]
                    for r in [_row_at(rows, late["steps"])]])]
   if fs:
@@ -378,6 +456,20 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
          "fewshot": fs and {f"{e}/{k}": v for (e, k), v in fs["results"].items()},
          "params": int(n_params), "train_seconds": secs, "target_step": reach}, indent=2))
   return path
+
+
+def stem_desc(mcfg: ModelConfig) -> str:
+  if mcfg.stem == "patch":
+    grid = f"{mcfg.patch}x{mcfg.patch} patches"
+  else:
+    grid = f"conv stem {tuple(mcfg.stem_channels)}"
+  pooled = f" pooled by {mcfg.image_queries} learned queries" if mcfg.image_queries else ""
+  return f"{grid}{pooled} ({mcfg.num_patches} image tokens)"
+
+
+def _time_at(rows, step) -> float:
+  t = [r["time_s"] for r in rows if "time_s" in r and r["step"] <= step]
+  return t[-1] if t else float("nan")
 
 
 def data_desc(config) -> str:
