@@ -62,7 +62,7 @@ def main():
       state, m = step(state, b, key)
     jax.block_until_ready(m)
     dt = time.perf_counter() - t0
-    flops = step.lower(state, batches[0], key).compile().cost_analysis()
+    flops = step.lower(state, batches[0], key).cost_analysis()  # HLO estimate, no recompile
     flops = (flops[0] if isinstance(flops, list) else flops or {}).get("flops", float("nan"))
     print(json.dumps({"fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
                       "step_gflop": round(flops / 1e9, 2),

@@ -82,6 +82,12 @@ def _centres(rng: np.random.Generator) -> np.ndarray:
   return np.array(out)
 
 
+def questions_per_image(table_rows: int, questions_per_kind: int = 10,
+                        table_questions: int = 2) -> int:
+  """How many questions `generate` asks of every image (no table questions without a table)."""
+  return 2 * questions_per_kind + (table_questions if table_rows else 0)
+
+
 def generate(num_images: int, seed: int, table_rows: int = 3,
              questions_per_kind: int = 10, table_questions: int = 2) -> dict[str, np.ndarray]:
   """Generates `num_images` scenes with their questions; pure function of the arguments.

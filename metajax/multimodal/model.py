@@ -5,7 +5,7 @@ Tokens. Image: `stem='conv'` (default) runs stride-2 3x3 convolutions over the p
 with two coordinate channels appended (CoordConv), one token per cell of the final grid
 (75x75 -> 5x5 with 4 layers, as the Relation Network's CNN); `stem='patch'` maps
 non-overlapping `patch` x `patch` patches (einops) linearly. Each cell also gets a learned
-position. Text: token embedding plus position. Table: one
+or a fixed 2-D sin-cos position; `image_queries=K` pools the grid into K learned-query tokens. Text: token embedding plus position. Table: one
 token per cell; a categorical cell is an embedding of its value, a numeric cell is
 `value * w_f + b_f` (per-feature linear), plus a column and a row embedding. Every
 token also gets its modality-type embedding; a CLS token leads the sequence.
@@ -165,6 +165,12 @@ def sincos_2d(rows: int, cols: int, dim: int) -> jax.Array:
   return jnp.concatenate([f(a) for a in ang for f in (jnp.sin, jnp.cos)], -1)
 
 
+def coord_grid(rows: int, cols: int) -> jax.Array:
+  """[rows, cols, 2] (x, y) cell coordinates in [-1, 1]."""
+  yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, rows), jnp.linspace(-1, 1, cols), indexing="ij")
+  return jnp.stack([xx, yy], -1)
+
+
 def _param(rngs: nnx.Rngs, *shape: int, scale: float = 0.02) -> nnx.Param:
   return nnx.Param(scale * jax.random.normal(rngs.params(), shape))
 
@@ -225,8 +231,7 @@ class MultimodalTransformer(nnx.Module):
       x = x / 255.0
     if self.cfg.stem == "conv":
       b, h, w, _ = x.shape
-      yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
-      x = jnp.concatenate([x, jnp.broadcast_to(jnp.stack([xx, yy], -1), (b, h, w, 2))], -1)
+      x = jnp.concatenate([x, jnp.broadcast_to(coord_grid(h, w), (b, h, w, 2))], -1)
       for conv, norm in zip(self.stem_convs, self.stem_norms):
         x = jax.nn.relu(norm(conv(x)))
       x = rearrange(x, "b h w c -> b (h w) c")
@@ -241,9 +246,7 @@ class MultimodalTransformer(nnx.Module):
 
   def _pool(self, t: jax.Array) -> jax.Array:
     """[B, N, D] grid tokens -> [B, K, D]: one softmax attention per learned query."""
-    gh, gw = self.cfg.image_grid
-    yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, gh), jnp.linspace(-1, 1, gw), indexing="ij")
-    xy = jnp.broadcast_to(jnp.stack([xx, yy], -1).reshape(gh * gw, 2), t.shape[:2] + (2,))
+    xy = jnp.broadcast_to(coord_grid(*self.cfg.image_grid).reshape(-1, 2), t.shape[:2] + (2,))
     t = self.pool_norm(t)
     k, v = self.pool_k(t), self.pool_v(jnp.concatenate([t, xy], -1))
     q = self.queries[...].astype(k.dtype)
@@ -268,7 +271,8 @@ class MultimodalTransformer(nnx.Module):
     return t.reshape(b, r * f, -1), mask.reshape(b, r * f)
 
   def tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """Modality -> (tokens [B, S_m, D] with type embedding, key mask [B, S_m]) for the present keys."""
+    """Modality -> (tokens [B_m, S_m, D] with type embedding, key mask [B_m, S_m]) for the keys
+    given, each at its own batch size B_m (shared scenes: B_m divides B); `present` not applied."""
     check_batch(self.cfg, batch)
     out = {}
     if "image" in batch:
@@ -276,21 +280,12 @@ class MultimodalTransformer(nnx.Module):
     if "text" in batch:
       out["text"] = self._text_tokens(batch["text"], batch["text_mask"])
     if "table_cat" in batch or "table_num" in batch:
-      b = next(iter(batch.values())).shape[0]
+      b = batch["table_mask"].shape[0]
       cat = batch.get("table_cat", jnp.zeros((b, self.cfg.table_rows, 0), jnp.int32))
       num = batch.get("table_num", jnp.zeros((b, self.cfg.table_rows, 0)))
       out["table"] = self._table_tokens(cat, num, batch["table_mask"])
-    # Shared scenes: a modality given for B / r rows serves r consecutive examples each
-    # (e.g. one image, many questions); its tokens are built once and repeated.
-    b = max(t.shape[0] for t, _ in out.values()) if out else 0
-    out = {m: (jnp.repeat(t, b // t.shape[0], 0), jnp.repeat(mask, b // t.shape[0], 0))
-           for m, (t, mask) in out.items()}
-    present = batch.get("present")
     for m, (t, mask) in out.items():
-      i = MODALITIES.index(m)
-      if present is not None:
-        mask = mask & present[:, i:i + 1].astype(bool)
-      out[m] = (t + self.type_embed[...][1 + i], mask)
+      out[m] = (t + self.type_embed[...][1 + MODALITIES.index(m)], mask)
     return out
 
   def _encode(self, x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -304,25 +299,34 @@ class MultimodalTransformer(nnx.Module):
     if not toks:
       raise ConfigError("batch", sorted(batch), "no modality given",
                         "at least one of 'image', 'text', 'table_cat'/'table_num'")
-    b = next(iter(toks.values()))[0].shape[0]
+    # Shared scenes: a modality given for B / r rows serves r consecutive examples each (one
+    # image, many questions). Early fusion repeats its tokens; late fusion encodes it once
+    # per scene and repeats the pooled vector.
+    b = max(t.shape[0] for t, _ in toks.values())
+    rep = lambda x: jnp.repeat(x, b // x.shape[0], 0)
+    present = batch.get("present")
+    keep = {}  # per-example key masks [B, S_m]: padding and absent modalities hidden
+    for m, (_, mask) in toks.items():
+      keep[m] = rep(mask)
+      if present is not None:
+        i = MODALITIES.index(m)
+        keep[m] = keep[m] & present[:, i:i + 1].astype(bool)
     d = self.cfg.dim
     if self.cfg.fusion == "early":
       cls = jnp.broadcast_to(self.cls[...][0] + self.type_embed[...][0], (b, 1, d))
-      parts = [t for t, _ in toks.values()]
+      parts = {m: rep(t) for m, (t, _) in toks.items()}
       if self.cfg.text_condition != "none" and "text" in toks:
         # Question-conditioned tokens: the CLS ('cls') or every token ('all') starts from a
         # projection of the mean present text token, so the first attention and MLP can
         # already act on what the question names (the RN feeds its question to every pair).
-        t, m = toks["text"]
-        w = m.astype(jnp.float32)[..., None]
+        w = keep["text"].astype(jnp.float32)[..., None]
         n = w.sum(1)
-        q = self.text_summary((t * w).sum(1) / jnp.maximum(n, 1.0)) * (n > 0)  # 0 if absent
-        q = q[:, None]
-        cls = cls + q
+        q = self.text_summary((parts["text"] * w).sum(1) / jnp.maximum(n, 1.0)) * (n > 0)
+        cls = cls + q[:, None]  # 0 when the text is absent
         if self.cfg.text_condition == "all":
-          parts = [p if name == "text" else p + q for name, p in zip(toks, parts)]
-      x = jnp.concatenate([cls] + parts, axis=1)
-      mask = jnp.concatenate([jnp.ones((b, 1), bool)] + [m for _, m in toks.values()], axis=1)
+          parts = {m: p if m == "text" else p + q[:, None] for m, p in parts.items()}
+      x = jnp.concatenate([cls] + list(parts.values()), axis=1)
+      mask = jnp.concatenate([jnp.ones((b, 1), bool)] + list(keep.values()), axis=1)
       emb = self._encode(x, mask)
     else:
       pooled = []
@@ -331,11 +335,12 @@ class MultimodalTransformer(nnx.Module):
           pooled.append(jnp.zeros((b, d)))
           continue
         t, mask = toks[m]
-        cls = jnp.broadcast_to(self.cls[...][i] + self.type_embed[...][0], (b, 1, d))
+        n = t.shape[0]
+        cls = jnp.broadcast_to(self.cls[...][i] + self.type_embed[...][0], (n, 1, d))
         p = self._encode(jnp.concatenate([cls, t], 1),
-                         jnp.concatenate([jnp.ones((b, 1), bool), mask], 1))
+                         jnp.concatenate([jnp.ones((n, 1), bool), mask], 1))
         # An absent modality (all its tokens masked) contributes nothing.
-        pooled.append(p * mask.any(1, keepdims=True))
+        pooled.append(rep(p) * keep[m].any(1, keepdims=True))
       emb = jax.nn.gelu(self.fuse(jnp.concatenate(pooled, -1)))
     return {"logits": self.classifier(emb).astype(jnp.float32),
             "regression": self.regressor(emb).astype(jnp.float32), "embedding": emb}

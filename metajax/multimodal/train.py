@@ -80,7 +80,7 @@ def validate(config) -> None:
                       f"must split evenly over the {n} devices of the data mesh",
                       f"a multiple of {n}")
   r = config.train.questions_per_image
-  per_image = 2 * 10 + (2 if config.data.table_rows else 0)
+  per_image = soc.questions_per_image(config.data.table_rows)
   if not 1 <= r <= per_image:
     raise ConfigError("train.questions_per_image", r,
                       f"each Sort-of-CLEVR image has {per_image} questions", f"1..{per_image}")
@@ -231,27 +231,33 @@ def make_predict(graphdef):
 
 def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1, 1),
              indices: np.ndarray | None = None, want_embeddings: bool = False):
-  """Accuracy per question group (and overall) on `indices` of `split` with modalities `present`."""
+  """Accuracy per question group (and overall) on `indices` of `split` with modalities `present`.
+
+  Runs every question of each image touched at once, so image tokens are built once per
+  image; batches hold a fixed number of images (one compile), the last one padded."""
   idx = np.arange(split.size) if indices is None else indices
-  preds, embs = [], []
+  images = np.unique(split.d["q_image"][idx])
+  per = split.by_image.shape[1]
   n_dev = mesh.devices.size
-  for s in range(0, len(idx), batch_size):
-    chunk = idx[s:s + batch_size]
-    pad = (-len(chunk)) % max(batch_size, n_dev) if len(chunk) < batch_size else 0
-    padded = np.concatenate([chunk, np.repeat(chunk[:1], pad)])
-    batch = parallel.shard_batch(split.batch(padded), mesh)
-    pres = parallel.shard_batch(np.tile(np.array(present, bool), (len(padded), 1)), mesh)
-    p, e = predict(params, batch, pres)
-    preds.append(np.asarray(p)[:len(chunk)])
+  chunk_images = max(n_dev, batch_size // per // n_dev * n_dev)
+  pres = parallel.shard_batch(np.tile(np.array(present, bool), (chunk_images * per, 1)), mesh)
+  pred, emb = np.zeros(split.size, np.int64), None
+  for s in range(0, len(images), chunk_images):
+    chunk = images[s:s + chunk_images]
+    padded = np.concatenate([chunk, np.repeat(chunk[:1], chunk_images - len(chunk))])
+    q = split.by_image[padded].reshape(-1)
+    p, e = predict(params, parallel.shard_batch(split.batch(q, per), mesh), pres)
+    n = len(chunk) * per
+    pred[q[:n]] = np.asarray(p)[:n]
     if want_embeddings:
-      embs.append(np.asarray(e, np.float32)[:len(chunk)])
-  pred = np.concatenate(preds)
-  correct = pred == split.d["q_answer"][idx]
+      emb = np.zeros((split.size, e.shape[-1]), np.float32) if emb is None else emb
+      emb[q[:n]] = np.asarray(e, np.float32)[:n]
+  correct = pred[idx] == split.d["q_answer"][idx]
   group = split.group[idx]
   acc = {g: float(correct[group == i].mean()) if (group == i).any() else float("nan")
          for i, g in enumerate(GROUPS)}
   acc["all"] = float(correct.mean())
-  return (acc, np.concatenate(embs)) if want_embeddings else acc
+  return (acc, emb[idx]) if want_embeddings else acc
 
 
 def make_optimizer(config, steps: int) -> optax.GradientTransformation:
@@ -269,7 +275,9 @@ def make_optimizer(config, steps: int) -> optax.GradientTransformation:
 
 
 # --- one training run (used for the main model and the late-fusion baseline) --------------
-def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str):
+def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str,
+           stop_at: float):
+  """Trains `mcfg` for `steps` (fewer once validation reaches `stop_at`, 0: never)."""
   t = config.train
   model = MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed))
   graphdef, params = nnx.split(model)
@@ -291,8 +299,8 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   train, held = data["train"], data.get("val", data["test"])
   eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]
   key = jax.random.key(config.seed)
-  if t.stop_at and _first_reaching(runlog.read_metrics(workdir), t.stop_at) is not None:
-    logging.info("%s: already reached train.stop_at=%s at step %d", label, t.stop_at, start)
+  if stop_at and _first_reaching(runlog.read_metrics(workdir), stop_at) is not None:
+    logging.info("%s: already reached train.stop_at=%s at step %d", label, stop_at, start)
     steps = start
   bar = runlog.progress(steps, start, desc=label)
   tick, ticked_step = time.perf_counter(), start
@@ -314,13 +322,12 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
       t0 = time.perf_counter()
       acc = evaluate(predict, state.params, held, mesh, config.eval.batch_size,
                      indices=eval_idx)
-      writer.write(done, {f"eval/{g}": v for g, v in acc.items()})
+      row = {f"eval/{g}": v for g, v in acc.items()}
+      writer.write(done, row)
       tick += time.perf_counter() - t0  # evals are not training time
-      reached = t.stop_at and _first_reaching([{f"eval/{g}": v for g, v in acc.items()}],
-                                              t.stop_at) is not None
-      if reached:
+      if stop_at and _first_reaching([{"step": done, **row}], stop_at) is not None:
         logging.info("%s: validation reached train.stop_at=%s at step %d; stopping",
-                     label, t.stop_at, done)
+                     label, stop_at, done)
         checkpoint.save(mngr, done, state)
         break
     if done % t.checkpoint_every == 0 or done == steps:
@@ -331,18 +338,10 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   return state, graphdef, predict
 
 
-def _no_stop(config):
-  """`config` with early stopping off: the baseline trains exactly its step budget."""
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    c.train.stop_at = 0.0
-  return c
-
-
 def _first_reaching(rows, target: float):
   for r in rows:
     if r.get("eval/relational", 0) >= target and r.get("eval/non-relational", 0) >= target:
-      return r.get("step", -1)
+      return r["step"]
   return None
 
 
@@ -362,7 +361,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     fewshot.check(config, data["test"])
   mcfg = model_config(config, tok.vocab_size)
   state, graphdef, predict = _train(config, workdir, data, mcfg, config.train.steps, mesh,
-                                    f"{mcfg.fusion} fusion")
+                                    f"{mcfg.fusion} fusion", stop_at=config.train.stop_at)
   test = data["test"]
   bs = config.eval.batch_size
   accuracy = {name: evaluate(predict, state.params, test, mesh, bs, present=p)
@@ -375,8 +374,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     os.makedirs(ldir, exist_ok=True)
     lcfg = model_config(config, tok.vocab_size, fusion=other)
     lsteps = trained if config.compare.late_fusion_steps < 0 else config.compare.late_fusion_steps
-    lstate, _, lpredict = _train(_no_stop(config), ldir, data, lcfg, lsteps, mesh,
-                                 f"{other} fusion")
+    lstate, _, lpredict = _train(config, ldir, data, lcfg, lsteps, mesh, f"{other} fusion",
+                                 stop_at=0.0)  # the baseline trains exactly its budget
     late = {"fusion": other, "steps": lsteps,
             "accuracy": {n: evaluate(lpredict, lstate.params, test, mesh, bs, present=p)
                          for n, p in SUBSETS.items() if n in ("image+text+table", "image+text")},
