@@ -139,6 +139,17 @@ def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
   b = split.batch(a, per_image=4)
   assert b["image"].shape[0] == 2 and b["text"].shape[0] == 8
   np.testing.assert_array_equal(b["image"], scenes["images"][img[:, 0]])
+  # Evaluation runs whole images at a time; its answers equal one question at a time.
+  from metajax import parallel
+  from metajax.multimodal.train import evaluate, make_predict
+  graphdef, params = nnx.split(MultimodalTransformer(TINY, rngs=nnx.Rngs(0)))
+  predict, mesh = make_predict(graphdef), parallel.make_mesh()
+  idx = np.array([3, 40, 41, 200])
+  acc, emb = evaluate(predict, params, split, mesh, 64, indices=idx, want_embeddings=True)
+  one = [predict(params, split.batch(idx[i:i + 1]), np.ones((1, 3), bool)) for i in range(4)]
+  correct = np.array([int(p[0]) for p, _ in one]) == scenes["q_answer"][idx]
+  assert acc["all"] == correct.mean()
+  np.testing.assert_allclose(emb, np.concatenate([np.asarray(e) for _, e in one]), atol=1e-5)
   # One epoch of steps visits every image once.
   seen = np.concatenate([scenes["q_image"][scene_indices(0, s, 8, 4, split.by_image)][::4]
                          for s in range(6)])
