@@ -19,7 +19,8 @@ from metajax.data.episodes import EpisodeSpec
 
 TINY = ModelConfig(image_shape=(75, 75, 3), patch=15, vocab_size=256, max_text_len=16,
                    table_categorical=(6, 2), table_numeric=3, table_rows=3, dim=16, depth=1,
-                   heads=2, mlp_dim=32, num_classes=10, num_regression=2)
+                   heads=2, mlp_dim=32, num_classes=10, num_regression=2,
+                   stem_channels=(8, 8, 8, 8))
 
 
 @pytest.fixture(scope="module")
