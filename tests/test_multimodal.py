@@ -110,11 +110,17 @@ def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
 
 
 @pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8)),
-                                dict(image_pos="sincos", text_condition="all")])
+                                dict(image_pos="sincos", text_condition="all"),
+                                dict(text_condition="film")])
 def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scenes, tok, kw):
   cfg = ModelConfig(**{**TINY.__dict__, **kw})
   model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
   batch = _batch(scenes, tok)
+  if cfg.text_condition == "film":  # zero-initialised (identity): make it act
+    before = model(batch)["logits"]
+    film = model.text_film.kernel
+    film[...] = jax.random.normal(jax.random.key(1), film.shape)
+    assert not np.allclose(model(batch)["logits"], before, atol=1e-4)
   # Two images, two questions each: images and tables given once per image.
   shared = {k: (v[::2] if k == "image" or k.startswith("table") else v) for k, v in batch.items()}
   repeated = {k: (jnp.repeat(v[::2], 2, 0) if k == "image" or k.startswith("table") else v)

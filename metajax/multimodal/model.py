@@ -102,9 +102,10 @@ class ModelConfig:
                         ", ".join(str(p) for p in range(1, self.dim + 1) if self.dim % p == 0))
     if self.fusion not in ("early", "late"):
       raise ConfigError("model.fusion", self.fusion, "unknown fusion", "'early', 'late'")
-    if self.text_condition not in ("none", "cls", "all"):
+    if self.text_condition not in ("none", "cls", "all", "film"):
       raise ConfigError("model.text_condition", self.text_condition,
-                        "which tokens start from the question summary", "'none', 'cls', 'all'")
+                        "how the question summary conditions the other tokens",
+                        "'none', 'cls', 'all', 'film'")
     if self.image_pos not in ("learned", "sincos"):
       raise ConfigError("model.image_pos", self.image_pos, "unknown image position embedding",
                         "'learned', 'sincos'")
@@ -216,6 +217,8 @@ class MultimodalTransformer(nnx.Module):
     self.cls = _param(rngs, len(MODALITIES) if cfg.fusion == "late" else 1, d)
     if cfg.text_condition != "none":
       self.text_summary = nnx.Linear(d, d, rngs=rngs)
+    if cfg.text_condition == "film":  # zero init: starts as the identity
+      self.text_film = nnx.Linear(d, 2 * d, kernel_init=nnx.initializers.zeros, rngs=rngs)
     self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
                             for _ in range(cfg.depth)])
     self.norm = nnx.LayerNorm(d, rngs=rngs)
@@ -316,15 +319,21 @@ class MultimodalTransformer(nnx.Module):
       cls = jnp.broadcast_to(self.cls[...][0] + self.type_embed[...][0], (b, 1, d))
       parts = {m: rep(t) for m, (t, _) in toks.items()}
       if self.cfg.text_condition != "none" and "text" in toks:
-        # Question-conditioned tokens: the CLS ('cls') or every token ('all') starts from a
-        # projection of the mean present text token, so the first attention and MLP can
-        # already act on what the question names (the RN feeds its question to every pair).
+        # Question-conditioned tokens: the CLS starts from a projection of the mean present
+        # text token, so its first attention can already look for what the question names;
+        # 'all' also adds it to every image and table token (the RN feeds its question to
+        # every pair); 'film' scales and shifts them by it instead (FiLM, Perez et al. 2018).
         w = keep["text"].astype(jnp.float32)[..., None]
         n = w.sum(1)
-        q = self.text_summary((parts["text"] * w).sum(1) / jnp.maximum(n, 1.0)) * (n > 0)
+        mean = (parts["text"] * w).sum(1) / jnp.maximum(n, 1.0)
+        q = self.text_summary(mean) * (n > 0)
         cls = cls + q[:, None]  # 0 when the text is absent
         if self.cfg.text_condition == "all":
           parts = {m: p if m == "text" else p + q[:, None] for m, p in parts.items()}
+        elif self.cfg.text_condition == "film":
+          gamma, beta = jnp.split(self.text_film(mean) * (n > 0), 2, axis=-1)
+          parts = {m: p if m == "text" else p * (1 + gamma[:, None]) + beta[:, None]
+                   for m, p in parts.items()}
       x = jnp.concatenate([cls] + list(parts.values()), axis=1)
       mask = jnp.concatenate([jnp.ones((b, 1), bool)] + list(keep.values()), axis=1)
       emb = self._encode(x, mask)
