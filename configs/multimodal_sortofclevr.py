@@ -2,7 +2,8 @@
 
 Run (2-core CPU: about 65 min for the 8,000 training steps x 128 questions, 1,024,000
 examples, about 5 epochs of 9,800 images x 22 questions; then a 2,500-step late-fusion
-baseline, the test-set tables and few-shot, about 25 min more):
+baseline, four 2,500-step ablations trained on modality subsets, the test-set tables and
+few-shot, about 40 min more):
   python -m launch.main --config=configs/multimodal_sortofclevr.py --workdir=/tmp/mm_soc
 Tiny smoke run (seconds):
   python -m launch.main --config=configs/multimodal_sortofclevr.py:tiny --workdir=/tmp/mm_tiny
@@ -39,8 +40,12 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                  stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,
                  eval_questions=4400)
   c.eval = dict(batch_size=500)
-  # A late-fusion baseline of the same encoder size trained in the same run (0: skip).
-  c.compare = dict(late_fusion_steps=2500)
+  # Baselines trained after the main model in the same run (steps 0: skip, -1: as many as
+  # the main model trained): late fusion with the same encoder size, and the same model
+  # trained on a subset of the modalities (a finished run may be resumed with more of these).
+  c.compare = dict(late_fusion_steps=2500,
+                   ablations=("image+text", "text+table", "text only", "image only"),
+                   ablation_steps=2500)
   c.fewshot = dict(ways=5, shots=5, queries=5, episodes=500)
 
   if mode == "tiny":
@@ -49,7 +54,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
     c.train.update(steps=4, batch_size=8, questions_per_image=2, warmup_steps=1, log_every=2,
                    eval_every=2, checkpoint_every=2, eval_questions=40, stop_at=0.0)
     c.eval.batch_size = 64
-    c.compare.late_fusion_steps = 2
+    c.compare.update(late_fusion_steps=2, ablations=("text only",), ablation_steps=2)
     c.fewshot.update(ways=3, shots=2, queries=2, episodes=4)
   elif mode:
     raise ValueError(f"unknown mode {mode!r}; valid: '', 'tiny'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -62,11 +63,14 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def prepare_workdir(workdir: str, config) -> bool:
+def prepare_workdir(workdir: str, config, extendable: tuple[str, ...] = ()) -> bool:
   """Claims `workdir` for `config`; returns True when it resumes an earlier run.
 
   Call only after the config is validated. A workdir that holds a run of a
   different config is refused (the differing keys named), never overwritten.
+  `extendable`: keys (flattened, e.g. 'compare.ablations') that may differ on resume
+  because they only add work after the recorded run and cannot change its numbers; a
+  change there is logged and config.json updated.
   """
   if not workdir:
     raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
@@ -77,11 +81,16 @@ def prepare_workdir(workdir: str, config) -> bool:
       old = json.load(f)
     a, b = _flatten(old), _flatten(new)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    if diff:
-      shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
+    fixed = [k for k in diff if k not in extendable]
+    if fixed:
+      shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
       raise ConfigError("workdir", workdir,
                         f"it holds a run with a different config ({shown})",
                         "a new --workdir, or the same config to resume")
+    if diff and jax.process_index() == 0:
+      logging.info("resuming %s with extended %s", workdir,
+                   ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff))
+      atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
     return True
   if jax.process_index() == 0:
     atomic_write(path, json.dumps(new, indent=2, sort_keys=True))

@@ -54,6 +54,14 @@ def test_prepare_workdir_refuses_other_config(tmp_path):
   with pytest.raises(ConfigError, match=r"b.c: 2 -> 3"):
     runlog.prepare_workdir(str(tmp_path), c)
   assert json.load(open(tmp_path / "config.json"))["b"]["c"] == 2
+  # An extendable key may change on resume (added post-run work); others still may not.
+  c.b.c = 2
+  c.extra = [1]
+  assert runlog.prepare_workdir(str(tmp_path), c, extendable=("extra",)) is True
+  assert json.load(open(tmp_path / "config.json"))["extra"] == [1]
+  c.a = 5
+  with pytest.raises(ConfigError, match=r"a: 1 -> 5"):
+    runlog.prepare_workdir(str(tmp_path), c, extendable=("extra",))
 
 
 def test_check_finite_names_the_metric():

@@ -134,6 +134,13 @@ def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scen
     model({**batch, "image": batch["image"][:3]})
 
 
+def test_modality_keys_name_the_inputs_of_each_subset():
+  from metajax.multimodal.train import INPUT_KEYS, modality_keys
+  assert modality_keys() == INPUT_KEYS
+  assert modality_keys((0, 1, 0)) == ("text", "text_mask")
+  assert modality_keys((1, 0, 1)) == ("image", "table_cat", "table_num", "table_mask")
+
+
 def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
   from metajax.multimodal.train import Split, scene_indices
   split = Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
@@ -245,6 +252,8 @@ def _tiny():
                                                          "whole images"),
     ("train.stop_at", 95, "fraction"), ("data.num_val", -1, "num_val"),
     ("compare.late_fusion_steps", -2, "-1"), ("model.image_pos", "rope", "sincos"),
+    ("compare.ablations", ("text only", "text only"), "twice"),
+    ("compare.ablations", ("image+text+table",), "'image only'"),
     ("model.stem", "vit", "'conv', 'patch'")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   from metajax.multimodal.train import train_and_evaluate
@@ -274,6 +283,7 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   c = _tiny()
   c.data.data_dir = str(tmp_path / "data")
   c.compare.late_fusion_steps = 0
+  c.compare.ablations = ()
   out = train_and_evaluate(c, str(tmp_path / "run"))
   text = open(out["report"]).read()
   for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet"):
@@ -281,10 +291,20 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   rows = runlog.read_metrics(str(tmp_path / "run"))
   assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
   assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
-  # Rerun in the same workdir: resumes at the last checkpoint (no new training rows).
+  # Rerun in the same workdir with one more (trained) ablation: resumes at the last
+  # checkpoint (no new training rows, same numbers) and trains only the ablation.
+  c.compare.ablations = ("text only",)
   again = train_and_evaluate(c, str(tmp_path / "run"))
   assert runlog.read_metrics(str(tmp_path / "run")) == rows
   assert again["accuracy"] == out["accuracy"]
+  (abl,) = again["ablations"]
+  assert abl["trained on"] == "text only" and abl["steps"] == 2
+  assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "ablation_text_only_2"))
+          if "train/loss" in r] == [2]
+  assert "Separately trained ablations" in open(again["report"]).read()
+  c.model.dim = 32
+  with pytest.raises(ConfigError, match="model.dim: 16 -> 32"):  # not an extendable key
+    train_and_evaluate(c, str(tmp_path / "run"))
   res = json.load(open(tmp_path / "run" / "results.json"))
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
   # The trained model answers a researcher's raw image / question / table.

@@ -61,9 +61,17 @@ def validate(config) -> None:
                       "data.num_val >= 1, or train.stop_at=0")
   require_positive(config, "train.warmup_steps", "train.weight_decay", "train.regression_weight",
                    "fewshot.episodes", allow_zero=True)
-  if config.compare.late_fusion_steps < -1:
-    raise ConfigError("compare.late_fusion_steps", config.compare.late_fusion_steps,
-                      "a step budget", "-1 (as many as the main model trained), 0 (skip), >= 1")
+  for key in ("late_fusion_steps", "ablation_steps"):
+    if config.compare[key] < -1:
+      raise ConfigError(f"compare.{key}", config.compare[key], "a step budget",
+                        "-1 (as many as the main model trained), 0 (skip), >= 1")
+  trainable = [n for n in SUBSETS if n != "image+text+table"]
+  for name in config.compare.ablations:
+    require_in("compare.ablations", name, trainable)
+  if len(set(config.compare.ablations)) < len(config.compare.ablations):
+    raise ConfigError("compare.ablations", tuple(config.compare.ablations),
+                      "names a modality subset twice", "each of " + ", ".join(trainable) +
+                      " at most once")
   if not 0 <= config.data.table_rows <= len(soc.COLOURS):
     raise ConfigError("data.table_rows", config.data.table_rows, "a scene has 6 objects", "0..6")
   for m in MODALITIES:
@@ -190,10 +198,19 @@ def scene_indices(seed: int, step: int, batch: int, per_image: int,
 
 # --- step ----------------------------------------------------------------------------------
 INPUT_KEYS = ("image", "text", "text_mask", "table_cat", "table_num", "table_mask")
+_KEYS_OF = {"image": ("image",), "text": ("text", "text_mask"),
+            "table": ("table_cat", "table_num", "table_mask")}
 
 
-def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_weight: float):
-  """A jitted pure `(state, batch, key) -> (state, metrics)`; the state is donated."""
+def modality_keys(present=(1, 1, 1)) -> tuple[str, ...]:
+  """The model-input keys of the modalities marked present, in (image, text, table) order."""
+  return tuple(k for m, p in zip(MODALITIES, present) if p for k in _KEYS_OF[m])
+
+
+def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_weight: float,
+                    keys: tuple[str, ...] = INPUT_KEYS):
+  """A jitted pure `(state, batch, key) -> (state, metrics)`; the state is donated. The model
+  sees only the input `keys` of the batch (a modality left out is never computed)."""
   drop_p = jnp.array(drop)
 
   def loss_fn(params, batch, key):
@@ -202,7 +219,7 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
     # model learns to answer from whatever is present.
     present = jax.random.uniform(key, (b, len(MODALITIES))) >= drop_p
     model = nnx.merge(graphdef, params)
-    out = model({**{k: batch[k] for k in INPUT_KEYS}, "present": present})
+    out = model({**{k: batch[k] for k in keys}, "present": present})
     ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["answer"]).mean()
     reg = ((out["regression"] - batch["target_xy"]) ** 2).mean()
     acc = (out["logits"].argmax(-1) == batch["answer"]).mean()
@@ -220,11 +237,11 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
   return jax.jit(step, donate_argnums=0)
 
 
-def make_predict(graphdef):
+def make_predict(graphdef, keys: tuple[str, ...] = INPUT_KEYS):
   """Jitted `(params, batch, present [B, 3]) -> (predicted answers [B], embeddings [B, D])`."""
   @jax.jit
   def predict(params, batch, present):
-    out = nnx.merge(graphdef, params)({**{k: batch[k] for k in INPUT_KEYS}, "present": present})
+    out = nnx.merge(graphdef, params)({**{k: batch[k] for k in keys}, "present": present})
     return out["logits"].argmax(-1), out["embedding"]
   return predict
 
@@ -276,8 +293,9 @@ def make_optimizer(config, steps: int) -> optax.GradientTransformation:
 
 # --- one training run (used for the main model and the late-fusion baseline) --------------
 def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str,
-           stop_at: float):
-  """Trains `mcfg` for `steps` (fewer once validation reaches `stop_at`, 0: never)."""
+           stop_at: float, modalities=(1, 1, 1)):
+  """Trains `mcfg` for `steps` (fewer once validation reaches `stop_at`, 0: never) on the
+  `modalities` marked (image, text, table); evaluates with those present."""
   t = config.train
   model = MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed))
   graphdef, params = nnx.split(model)
@@ -290,9 +308,10 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   start = int(restored or 0)
   if restored is not None:
     logging.info("%s: resumed from step %d", label, start)
+  keys = modality_keys(modalities)
   step_fn = make_train_step(graphdef, tx, tuple(t.drop[m] for m in MODALITIES),
-                            t.regression_weight)
-  predict = make_predict(graphdef)
+                            t.regression_weight, keys)
+  predict = make_predict(graphdef, keys)
   writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1]["time_s"] if (prior and restored is not None) else 0.0
@@ -321,7 +340,7 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
     if done % t.eval_every == 0 or done == steps:
       t0 = time.perf_counter()
       acc = evaluate(predict, state.params, held, mesh, config.eval.batch_size,
-                     indices=eval_idx)
+                     present=modalities, indices=eval_idx)
       row = {f"eval/{g}": v for g, v in acc.items()}
       writer.write(done, row)
       tick += time.perf_counter() - t0  # evals are not training time
@@ -353,7 +372,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   'fewshot': {...}, 'params': count}.
   """
   validate(config)
-  resumed = runlog.prepare_workdir(workdir, config)
+  # Ablations are trained after the main run in their own subdirectories, so a finished run
+  # may be resumed with more of them.
+  resumed = runlog.prepare_workdir(workdir, config,
+                                   extendable=("compare.ablations", "compare.ablation_steps"))
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
   data, tok = load_data(config, workdir)
@@ -366,9 +388,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   bs = config.eval.batch_size
   accuracy = {name: evaluate(predict, state.params, test, mesh, bs, present=p)
               for name, p in SUBSETS.items()}
+  trained = int(state.step)
   late = None
   if config.compare.late_fusion_steps:
-    trained = int(state.step)
     other = "late" if mcfg.fusion == "early" else "early"
     ldir = os.path.join(workdir, f"{other}_fusion")
     os.makedirs(ldir, exist_ok=True)
@@ -380,16 +402,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             "accuracy": {n: evaluate(lpredict, lstate.params, test, mesh, bs, present=p)
                          for n, p in SUBSETS.items() if n in ("image+text+table", "image+text")},
             "rows": runlog.read_metrics(ldir)}
+  ablations = []
+  for name in config.compare.ablations:  # separately trained on a subset of the modalities
+    asteps = trained if config.compare.ablation_steps < 0 else config.compare.ablation_steps
+    if not asteps:
+      break
+    adir = os.path.join(workdir, f"ablation_{name.replace(' ', '_')}_{asteps}")
+    os.makedirs(adir, exist_ok=True)
+    astate, _, apredict = _train(config, adir, data, mcfg, asteps, mesh, f"trained on {name}",
+                                 stop_at=0.0, modalities=SUBSETS[name])
+    ablations.append({"trained on": name, "steps": asteps, "accuracy": evaluate(
+        apredict, astate.params, test, mesh, bs, present=SUBSETS[name])})
   fs = None
   if config.fewshot.episodes:
     fs = fewshot.evaluate_closest_colour(config, mcfg, graphdef, state.params, predict, test, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  path = write_report(config, workdir, mcfg, accuracy, late, fs, n_params)
+  path = write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations)
   return {"report": path, "accuracy": accuracy, "late_fusion": late and late["accuracy"],
-          "fewshot": fs, "params": int(n_params)}
+          "ablations": ablations, "fewshot": fs, "params": int(n_params)}
 
 
-def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
+def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=()) -> str:
   rows = runlog.read_metrics(workdir)
   pct = lambda v: f"{100 * v:.1f}"
   full = accuracy["image+text+table"]
@@ -439,6 +472,19 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
                   [[f"{mcfg.fusion} fusion at step {late['steps']} (validation split)", "all"] +
                    [pct(r[f"eval/{g}"]) if r else "-" for g in GROUPS + ("all",)]
                    for r in [_row_at(rows, late["steps"])]])]
+  if ablations:
+    steps = sorted({a["steps"] for a in ablations})
+    main_row = _row_at(rows, steps[0]) if len(steps) == 1 else None
+    lines += ["", f"## Separately trained ablations ({', '.join(map(str, steps))} steps, test "
+              "set, %)", "",
+              "The same model and recipe trained and evaluated on a subset of the modalities "
+              "(the others never given to it).", "",
+              report.md_table(
+                  ["trained on", "steps"] + list(GROUPS) + ["all"],
+                  [[a["trained on"], a["steps"]] + [pct(a["accuracy"][g]) for g in GROUPS + ("all",)]
+                   for a in ablations] +
+                  ([["image+text+table (this run, validation split)", steps[0]] +
+                    [pct(main_row[f"eval/{g}"]) for g in GROUPS + ("all",)]] if main_row else []))]
   if fs:
     lines += ["", "## Few-shot on fused embeddings (ProtoNet head)", "", fs["description"], "",
               report.md_table(["embedding", "shots", "accuracy (%)", "95% CI"],
@@ -451,7 +497,7 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params) -> str:
   if jax.process_index() == 0:
     runlog.atomic_write(path, "\n".join(lines) + "\n")
     runlog.atomic_write(os.path.join(workdir, "results.json"), json.dumps(
-        {"accuracy": accuracy, "late_fusion": late and late["accuracy"],
+        {"accuracy": accuracy, "late_fusion": late and late["accuracy"], "ablations": ablations,
          "fewshot": fs and {f"{e}/{k}": v for (e, k), v in fs["results"].items()},
          "params": int(n_params), "train_seconds": secs, "target_step": reach}, indent=2))
   return path
