@@ -284,24 +284,31 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   c.data.data_dir = str(tmp_path / "data")
   c.compare.late_fusion_steps = 0
   c.compare.ablations = ()
+  c.train.steps = 2
+  train_and_evaluate(c, str(tmp_path / "run"))
+  first = runlog.read_metrics(str(tmp_path / "run"))
+  # Resumed with more steps (constant learning rate: the run continues where it stopped)
+  # and one more trained ablation, the two config changes a finished run accepts.
+  c.train.steps = 4
+  c.compare.ablations = ("text only",)
   out = train_and_evaluate(c, str(tmp_path / "run"))
-  text = open(out["report"]).read()
-  for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet"):
-    assert needle in text
   rows = runlog.read_metrics(str(tmp_path / "run"))
+  assert rows[:len(first)] == first
   assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
   assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
-  # Rerun in the same workdir with one more (trained) ablation: resumes at the last
-  # checkpoint (no new training rows, same numbers) and trains only the ablation.
-  c.compare.ablations = ("text only",)
-  again = train_and_evaluate(c, str(tmp_path / "run"))
-  assert runlog.read_metrics(str(tmp_path / "run")) == rows
-  assert again["accuracy"] == out["accuracy"]
-  (abl,) = again["ablations"]
+  (abl,) = out["ablations"]
   assert abl["trained on"] == "text only" and abl["steps"] == 2
   assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "ablation_text_only_2"))
           if "train/loss" in r] == [2]
-  assert "Separately trained ablations" in open(again["report"]).read()
+  text = open(out["report"]).read()
+  for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet",
+                 "Separately trained ablations"):
+    assert needle in text
+  # Rerun with the same config: resumes at the last checkpoints (no new training rows,
+  # the same numbers).
+  again = train_and_evaluate(c, str(tmp_path / "run"))
+  assert runlog.read_metrics(str(tmp_path / "run")) == rows
+  assert again["accuracy"] == out["accuracy"] and again["ablations"] == out["ablations"]
   c.model.dim = 32
   with pytest.raises(ConfigError, match="model.dim: 16 -> 32"):  # not an extendable key
     train_and_evaluate(c, str(tmp_path / "run"))

@@ -373,9 +373,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """
   validate(config)
   # Ablations are trained after the main run in their own subdirectories, so a finished run
-  # may be resumed with more of them.
-  resumed = runlog.prepare_workdir(workdir, config,
-                                   extendable=("compare.ablations", "compare.ablation_steps"))
+  # may be resumed with more of them; with a constant learning rate, also with more steps
+  # (the steps already taken are those a longer run takes).
+  extendable = ("compare.ablations", "compare.ablation_steps")
+  if config.train.schedule == "constant":
+    extendable += ("train.steps",)
+  resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
   data, tok = load_data(config, workdir)
