@@ -219,6 +219,17 @@ def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog)
     load_tokenizer(str(tmp_path / "missing"))
 
 
+def test_tokenizer_training_is_deterministic_and_spells_unseen_words(scenes):
+  # The WordPiece trainer breaks ties differently from run to run; the vocabulary we keep
+  # must not (without canonical ids, runs of one config trained different embeddings).
+  texts = sorted(set(scenes["q_text"].tolist()))
+  vocabs = [train_tokenizer(texts, 256).get_vocab() for _ in range(6)]
+  assert all(v == vocabs[0] for v in vocabs)
+  assert [vocabs[0][t] for t in ("[PAD]", "[UNK]")] == [0, 1]
+  tok = train_tokenizer(texts, 256)
+  assert "[UNK]" not in tok.tokenize("what shape is the purple thing?")
+
+
 # --- few-shot head -------------------------------------------------------------------------
 def test_protonet_separates_separable_classes_and_not_noise():
   rng = np.random.default_rng(0)

@@ -25,8 +25,22 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 256, path: str = "")
   tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
   tok.normalizer = normalizers.BertNormalizer(lowercase=True)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(
+  texts = list(texts)
+  tok.train_from_iterator(texts, trainers.WordPieceTrainer(
       vocab_size=vocab_size, special_tokens=list(SPECIAL)))
+  # The trainer breaks merge ties in a different order from run to run, so its ids (and
+  # intermediate pieces) vary. Canonical vocabulary: the special tokens, the alphabet, then
+  # the pieces the training texts are actually encoded with, each group sorted.
+  words = [w for t in texts for w, _ in tok.pre_tokenizer.pre_tokenize_str(
+      tok.normalizer.normalize_str(t))]
+  chars = {c for w in words for c in w}
+  alphabet = chars | {"##" + c for c in chars}
+  used = {p for e in tok.encode_batch(texts) for p in e.tokens}
+  vocab = list(SPECIAL) + sorted(alphabet - set(SPECIAL))
+  vocab += sorted(used - set(vocab))
+  normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+  tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(vocab)}, unk_token="[UNK]"))
+  tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
   fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
   if path:
