@@ -9,7 +9,8 @@ object predicts the mean (MSE about 0.063, the variance of a uniform centre); on
 binds the colour word to the object, MSE falls below 0.005. `colours` restricts the
 questions to those colours (indices into sort_of_clevr.COLOURS); `model` overrides
 ModelConfig fields (default: the conv stem, sin-cos positions, depth 2, dim 64); `lr`,
-`bs`, `steps`. Prints the batch MSE every 50 steps. Results are in BUILD_NOTES.md.
+`bs`, `steps`; `curriculum=N` starts with questions about the first colour only and adds one
+colour every N steps. Prints the batch MSE (and the colours in play) every 50 steps. Results are in BUILD_NOTES.md.
 """
 
 import json
@@ -33,8 +34,11 @@ def main():
   tok = train_tokenizer(sorted(set(d["q_text"].tolist())), 256)
   ids, mask = encode(tok, d["q_text"].tolist(), 16)
   nonrel = [soc.FAMILIES.index(f) for f in ("shape", "left", "top")]
-  pool = np.flatnonzero(np.isin(d["q_family"], nonrel)
-                        & np.isin(d["q_colour"], spec.get("colours", list(range(6)))))
+  colours = spec.get("colours", list(range(6)))
+  # curriculum=N: questions about the first colour only, one more colour every N steps.
+  per_colour = spec.get("curriculum", 0)
+  pools = [np.flatnonzero(np.isin(d["q_family"], nonrel) & np.isin(d["q_colour"], colours[:k]))
+           for k in range(1, len(colours) + 1)]
   xy = (d["centres"][d["q_image"], d["q_colour"]] / soc.IMAGE_SIZE).astype(np.float32)
   kw = dict(image_shape=(75, 75, 3), stem_channels=(32, 32, 32, 32), image_pos="sincos",
             dim=64, depth=2, heads=4, mlp_dim=128, num_classes=10, num_regression=2,
@@ -53,12 +57,14 @@ def main():
 
   bs = spec.get("bs", 32)
   for i in range(spec.get("steps", 400)):
+    k = min(i // per_colour + 1, len(pools)) if per_colour else len(pools)  # colours in play
+    pool = pools[k - 1]
     q = pool[np.random.default_rng(i).integers(0, len(pool), bs)]
     batch = {"image": jnp.asarray(d["images"][d["q_image"][q]]), "text": jnp.asarray(ids[q]),
              "text_mask": jnp.asarray(mask[q])}
     mse = step(model, opt, batch, jnp.asarray(xy[q]))
     if (i + 1) % 50 == 0:
-      print(json.dumps({"step": i + 1, "mse": round(float(mse), 4)}), flush=True)
+      print(json.dumps({"step": i + 1, "colours": k, "mse": round(float(mse), 4)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,15 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                  mlp_dim=128, max_text_len=16, truncate_text=False, vocab_size=256,
                  tokenizer="", fusion="early", dtype="float32")
 
+  # Colour curriculum: the loss counts questions about red only, then one more colour every
+  # colour_curriculum steps (all six from step 1,000; 0: off), which binds colour words to
+  # image objects far sooner (bench/multimodal_binding.py, BUILD_NOTES.md).
   # 8 questions of each of 16 images per step; stops once the validation split reaches
   # stop_at on both relational and non-relational questions (the test set is never used).
   c.train = dict(steps=8000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
                  warmup_steps=200, schedule="constant", weight_decay=1e-4, clip_norm=1.0,
                  regression_weight=1.0, drop=dict(image=0.1, text=0.0, table=0.3),
+                 colour_curriculum=200,
                  stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,
                  eval_questions=4400)
   c.eval = dict(batch_size=500)
@@ -51,7 +55,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   if mode == "tiny":
     c.data.update(num_train=40, num_test=20, num_val=10)
     c.model.update(dim=16, depth=1, heads=2, mlp_dim=32, stem_channels=(8, 8, 8, 8))
-    c.train.update(steps=4, batch_size=8, questions_per_image=2, warmup_steps=1, log_every=2,
+    c.train.update(steps=4, batch_size=8, colour_curriculum=1, questions_per_image=2, warmup_steps=1, log_every=2,
                    eval_every=2, checkpoint_every=2, eval_questions=40, stop_at=0.0)
     c.eval.batch_size = 64
     c.compare.update(late_fusion_steps=2, ablations=("text only",), ablation_steps=2)

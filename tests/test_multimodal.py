@@ -134,6 +134,16 @@ def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scen
     model({**batch, "image": batch["image"][:3]})
 
 
+def test_colour_curriculum_adds_one_colour_per_stage():
+  from metajax.multimodal.train import colour_curriculum
+  q = np.arange(6)
+  np.testing.assert_array_equal(colour_curriculum(q, 0, 200), [1, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(colour_curriculum(q, 399, 200), [1, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(colour_curriculum(q, 400, 200), [1, 1, 1, 0, 0, 0])
+  np.testing.assert_array_equal(colour_curriculum(q, 10**6, 200), np.ones(6))
+  np.testing.assert_array_equal(colour_curriculum(q, 0, 0), np.ones(6))
+
+
 def test_modality_keys_name_the_inputs_of_each_subset():
   from metajax.multimodal.train import INPUT_KEYS, modality_keys
   assert modality_keys() == INPUT_KEYS
@@ -265,7 +275,7 @@ def _tiny():
     ("compare.late_fusion_steps", -2, "-1"), ("model.image_pos", "rope", "sincos"),
     ("compare.ablations", ("text only", "text only"), "twice"),
     ("compare.ablations", ("image+text+table",), "'image only'"),
-    ("model.stem", "vit", "'conv', 'patch'")])
+    ("model.stem", "vit", "'conv', 'patch'"), ("train.colour_curriculum", -1, "colour_curr")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   from metajax.multimodal.train import train_and_evaluate
   c = _tiny()

@@ -60,7 +60,7 @@ def validate(config) -> None:
                       "stopping needs a validation split, never the test set",
                       "data.num_val >= 1, or train.stop_at=0")
   require_positive(config, "train.warmup_steps", "train.weight_decay", "train.regression_weight",
-                   "fewshot.episodes", allow_zero=True)
+                   "train.colour_curriculum", "fewshot.episodes", allow_zero=True)
   for key in ("late_fusion_steps", "ablation_steps"):
     if config.compare[key] < -1:
       raise ConfigError(f"compare.{key}", config.compare[key], "a step budget",
@@ -150,7 +150,7 @@ class Split:
     return {"image": self.d["images"][img], "text": self.ids[idx], "text_mask": self.mask[idx],
             "table_cat": self.d["table_cat"][img], "table_num": self.table_num[img],
             "table_mask": self.d["table_mask"][img], "answer": self.d["q_answer"][idx],
-            "target_xy": self.target_xy[idx]}
+            "target_xy": self.target_xy[idx], "weight": np.ones(len(idx), np.float32)}
 
 
 def load_data(config, workdir: str):
@@ -196,6 +196,14 @@ def scene_indices(seed: int, step: int, batch: int, per_image: int,
   return np.take_along_axis(by_image[img], pick, axis=1).reshape(-1)
 
 
+def colour_curriculum(q_colour: np.ndarray, step: int, steps_per_colour: int) -> np.ndarray:
+  """Loss weights [Q]: 1 for questions about a colour in play at `step`, else 0. Colours
+  enter one at a time, in `soc.COLOURS` order, every `steps_per_colour` steps (0: all)."""
+  if not steps_per_colour:
+    return np.ones(len(q_colour), np.float32)
+  return (q_colour < step // steps_per_colour + 1).astype(np.float32)
+
+
 # --- step ----------------------------------------------------------------------------------
 INPUT_KEYS = ("image", "text", "text_mask", "table_cat", "table_num", "table_mask")
 _KEYS_OF = {"image": ("image",), "text": ("text", "text_mask"),
@@ -220,9 +228,11 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
     present = jax.random.uniform(key, (b, len(MODALITIES))) >= drop_p
     model = nnx.merge(graphdef, params)
     out = model({**{k: batch[k] for k in keys}, "present": present})
-    ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["answer"]).mean()
-    reg = ((out["regression"] - batch["target_xy"]) ** 2).mean()
-    acc = (out["logits"].argmax(-1) == batch["answer"]).mean()
+    w = batch["weight"]  # the colour curriculum's per-question loss weights
+    mean = lambda x: (w * x).sum() / jnp.maximum(w.sum(), 1.0)
+    ce = mean(optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["answer"]))
+    reg = mean(((out["regression"] - batch["target_xy"]) ** 2).mean(-1))
+    acc = mean(out["logits"].argmax(-1) == batch["answer"])
     return ce + regression_weight * reg, {"train/ce": ce, "train/regression_mse": reg,
                                           "train/accuracy": acc}
 
@@ -325,7 +335,9 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   tick, ticked_step = time.perf_counter(), start
   for step in range(start, steps):
     idx = scene_indices(config.seed, step, t.batch_size, t.questions_per_image, train.by_image)
-    batch = parallel.shard_batch(train.batch(idx, t.questions_per_image), mesh)
+    host = train.batch(idx, t.questions_per_image)
+    host["weight"] = colour_curriculum(train.d["q_colour"][idx], step, t.colour_curriculum)
+    batch = parallel.shard_batch(host, mesh)
     state, metrics = step_fn(state, batch, key)
     done = step + 1
     bar.update(1)
@@ -445,7 +457,9 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
            f"examples, {secs:.0f} s of training on {jax.device_count()} "
            f"{jax.devices()[0].platform} device(s). Modality dropout in training: "
            f"{dict(t.drop)}; auxiliary regression (x, y of the object the answer is about) "
-           f"loss weight {t.regression_weight}.", "",
+           f"loss weight {t.regression_weight}; colour curriculum: " +
+           (f"one more question colour every {t.colour_curriculum} steps." if t.colour_curriculum
+            else "off."), "",
            "## Accuracy (%) beside the published Relation Network results", "",
            report.md_table(["model", "non-relational", "relational"],
                            [list(r) for r in PUBLISHED] +
