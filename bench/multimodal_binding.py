@@ -9,7 +9,7 @@ object predicts the mean (MSE about 0.063, the variance of a uniform centre); on
 binds the colour word to the object, MSE falls below 0.005. `colours` restricts the
 questions to those colours (indices into sort_of_clevr.COLOURS); `model` overrides
 ModelConfig fields (default: the conv stem, sin-cos positions, depth 2, dim 64); `lr`,
-`bs`, `steps`; `curriculum=N` starts with questions about the first colour only and adds one
+`bs`, `steps`, `seed` (model init and batches); `curriculum=N` starts with questions about the first colour only and adds one
 colour every N steps. Prints the batch MSE (and the colours in play) every 50 steps. Results are in BUILD_NOTES.md.
 """
 
@@ -44,7 +44,7 @@ def main():
             dim=64, depth=2, heads=4, mlp_dim=128, num_classes=10, num_regression=2,
             vocab_size=tok.vocab_size)
   kw.update(spec.get("model", {}))
-  model = MultimodalTransformer(ModelConfig(**kw), rngs=nnx.Rngs(0))
+  model = MultimodalTransformer(ModelConfig(**kw), rngs=nnx.Rngs(spec.get("seed", 0)))
   opt = nnx.Optimizer(model, optax.adam(spec.get("lr", 1e-3)), wrt=nnx.Param)
 
   @nnx.jit
@@ -55,11 +55,11 @@ def main():
     opt.update(model, grads)
     return value
 
-  bs = spec.get("bs", 32)
+  bs, seed = spec.get("bs", 32), spec.get("seed", 0)
   for i in range(spec.get("steps", 400)):
     k = min(i // per_colour + 1, len(pools)) if per_colour else len(pools)  # colours in play
     pool = pools[k - 1]
-    q = pool[np.random.default_rng(i).integers(0, len(pool), bs)]
+    q = pool[np.random.default_rng([seed, i] if seed else i).integers(0, len(pool), bs)]
     batch = {"image": jnp.asarray(d["images"][d["q_image"][q]]), "text": jnp.asarray(ids[q]),
              "text_mask": jnp.asarray(mask[q])}
     mse = step(model, opt, batch, jnp.asarray(xy[q]))
