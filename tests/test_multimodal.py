@@ -132,6 +132,12 @@ def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scen
                              model(no_text)["logits"], atol=1e-5)
   with pytest.raises(ConfigError, match="divisor of 4"):
     model({**batch, "image": batch["image"][:3]})
+  # Shared images alone (an image-only model): `present` gives the number of examples.
+  ones = jnp.ones((4, 3), bool)
+  np.testing.assert_allclose(model({"image": shared["image"], "present": ones})["logits"],
+                             model({"image": repeated["image"], "present": ones})["logits"],
+                             atol=1e-5)
+  assert model({"image": shared["image"], "present": ones})["logits"].shape == (4, 10)
 
 
 def test_colour_curriculum_adds_one_colour_per_stage():

@@ -305,9 +305,9 @@ class MultimodalTransformer(nnx.Module):
     # Shared scenes: a modality given for B / r rows serves r consecutive examples each (one
     # image, many questions). Early fusion repeats its tokens; late fusion encodes it once
     # per scene and repeats the pooled vector.
-    b = max(t.shape[0] for t, _ in toks.values())
-    rep = lambda x: jnp.repeat(x, b // x.shape[0], 0)
     present = batch.get("present")
+    b = present.shape[0] if present is not None else max(t.shape[0] for t, _ in toks.values())
+    rep = lambda x: jnp.repeat(x, b // x.shape[0], 0)
     keep = {}  # per-example key masks [B, S_m]: padding and absent modalities hidden
     for m, (_, mask) in toks.items():
       keep[m] = rep(mask)
@@ -361,10 +361,12 @@ def check_batch(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
   extra = sorted(set(batch) - known)
   if extra:
     raise ConfigError("batch", extra, "unknown keys", ", ".join(sorted(known)))
-  rows = {k: v.shape[0] for k, v in batch.items() if k != "present"}
+  rows = {k: v.shape[0] for k, v in batch.items()}
   if rows:
-    b = max(rows.values())
-    bad = {k: n for k, n in rows.items() if n == 0 or b % n}
+    # `present` is per example, so it fixes the batch size (shared images alone can't).
+    b = rows["present"] if "present" in batch else max(rows.values())
+    bad = {k: n for k, n in rows.items() if n == 0 or b % n or n > b
+           or (k == "present" and n != b)}
     if bad:
       raise ConfigError("batch", f"leading sizes {rows}",
                         "every modality needs the batch size or a divisor of it (shared scenes)",
