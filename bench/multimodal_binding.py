@@ -9,8 +9,8 @@ object predicts the mean (MSE about 0.063, the variance of a uniform centre); on
 binds the colour word to the object, MSE falls below 0.005. `colours` restricts the
 questions to those colours (indices into sort_of_clevr.COLOURS); `model` overrides
 ModelConfig fields (default: the conv stem, sin-cos positions, depth 2, dim 64); `lr`,
-`bs`, `steps`, `seed` (model init and batches); `curriculum=N` starts with questions about the first colour only and adds one
-colour every N steps. Prints the batch MSE (and the colours in play) every 50 steps. Results are in BUILD_NOTES.md.
+`bs`, `steps`, `seed` (model init and batches); `curriculum=N` starts with questions about
+the first colour only and adds one colour every N steps. Prints the batch MSE (and the colours in play) every 50 steps. Results are in BUILD_NOTES.md.
 """
 
 import json
@@ -59,6 +59,7 @@ def main():
   for i in range(spec.get("steps", 400)):
     k = min(i // per_colour + 1, len(pools)) if per_colour else len(pools)  # colours in play
     pool = pools[k - 1]
+    # seed 0 keeps the batches of the figures recorded before `seed` existed
     q = pool[np.random.default_rng([seed, i] if seed else i).integers(0, len(pool), bs)]
     batch = {"image": jnp.asarray(d["images"][d["q_image"][q]]), "text": jnp.asarray(ids[q]),
              "text_mask": jnp.asarray(mask[q])}

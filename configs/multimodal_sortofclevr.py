@@ -55,8 +55,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   if mode == "tiny":
     c.data.update(num_train=40, num_test=20, num_val=10)
     c.model.update(dim=16, depth=1, heads=2, mlp_dim=32, stem_channels=(8, 8, 8, 8))
-    c.train.update(steps=4, batch_size=8, colour_curriculum=1, questions_per_image=2, warmup_steps=1, log_every=2,
-                   eval_every=2, checkpoint_every=2, eval_questions=40, stop_at=0.0)
+    c.train.update(steps=4, batch_size=8, colour_curriculum=1, questions_per_image=2,
+                   warmup_steps=1, log_every=2, eval_every=2, checkpoint_every=2,
+                   eval_questions=40, stop_at=0.0)
     c.eval.batch_size = 64
     c.compare.update(late_fusion_steps=2, ablations=("text only",), ablation_steps=2)
     c.fewshot.update(ways=3, shots=2, queries=2, episodes=4)

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import tempfile
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -63,14 +63,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def prepare_workdir(workdir: str, config, extendable: tuple[str, ...] = ()) -> bool:
+def prepare_workdir(workdir: str, config,
+                    extendable: Mapping[str, Callable[[Any, Any], bool]] | None = None) -> bool:
   """Claims `workdir` for `config`; returns True when it resumes an earlier run.
 
   Call only after the config is validated. A workdir that holds a run of a
   different config is refused (the differing keys named), never overwritten.
-  `extendable`: keys (flattened, e.g. 'compare.ablations') that may differ on resume
-  because they only add work after the recorded run and cannot change its numbers; a
-  change there is logged and config.json updated.
+  `extendable`: flattened key (e.g. 'train.steps') -> `allowed(old, new)`, for changes on
+  resume that only add work after the recorded run and cannot change its numbers; an
+  allowed change is logged and config.json updated.
   """
   if not workdir:
     raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
@@ -81,7 +82,8 @@ def prepare_workdir(workdir: str, config, extendable: tuple[str, ...] = ()) -> b
       old = json.load(f)
     a, b = _flatten(old), _flatten(new)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    fixed = [k for k in diff if k not in extendable]
+    extendable = extendable or {}
+    fixed = [k for k in diff if not (k in extendable and extendable[k](a.get(k), b.get(k)))]
     if fixed:
       shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
       raise ConfigError("workdir", workdir,

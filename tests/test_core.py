@@ -57,11 +57,15 @@ def test_prepare_workdir_refuses_other_config(tmp_path):
   # An extendable key may change on resume (added post-run work); others still may not.
   c.b.c = 2
   c.extra = [1]
-  assert runlog.prepare_workdir(str(tmp_path), c, extendable=("extra",)) is True
+  grow = {"extra": lambda old, new: old is None}
+  assert runlog.prepare_workdir(str(tmp_path), c, extendable=grow) is True
   assert json.load(open(tmp_path / "config.json"))["extra"] == [1]
   c.a = 5
   with pytest.raises(ConfigError, match=r"a: 1 -> 5"):
-    runlog.prepare_workdir(str(tmp_path), c, extendable=("extra",))
+    runlog.prepare_workdir(str(tmp_path), c, extendable=grow)
+  c.a, c.extra = 1, [2]  # an extendable key whose change its rule refuses
+  with pytest.raises(ConfigError, match=r"extra: \[1\] -> \[2\]"):
+    runlog.prepare_workdir(str(tmp_path), c, extendable=grow)
 
 
 def test_check_finite_names_the_metric():

@@ -339,6 +339,9 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   c.model.dim = 32
   with pytest.raises(ConfigError, match="model.dim: 16 -> 32"):  # not an extendable key
     train_and_evaluate(c, str(tmp_path / "run"))
+  c.model.dim, c.train.steps = 16, 2
+  with pytest.raises(ConfigError, match="train.steps: 4 -> 2"):  # steps may only grow
+    train_and_evaluate(c, str(tmp_path / "run"))
   res = json.load(open(tmp_path / "run" / "results.json"))
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
   # The trained model answers a researcher's raw image / question / table.

@@ -364,9 +364,8 @@ def check_batch(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
   rows = {k: v.shape[0] for k, v in batch.items()}
   if rows:
     # `present` is per example, so it fixes the batch size (shared images alone can't).
-    b = rows["present"] if "present" in batch else max(rows.values())
-    bad = {k: n for k, n in rows.items() if n == 0 or b % n or n > b
-           or (k == "present" and n != b)}
+    b = rows.get("present", max(rows.values()))
+    bad = {k: n for k, n in rows.items() if n == 0 or b % n}
     if bad:
       raise ConfigError("batch", f"leading sizes {rows}",
                         "every modality needs the batch size or a divisor of it (shared scenes)",

@@ -150,7 +150,7 @@ class Split:
     return {"image": self.d["images"][img], "text": self.ids[idx], "text_mask": self.mask[idx],
             "table_cat": self.d["table_cat"][img], "table_num": self.table_num[img],
             "table_mask": self.d["table_mask"][img], "answer": self.d["q_answer"][idx],
-            "target_xy": self.target_xy[idx], "weight": np.ones(len(idx), np.float32)}
+            "target_xy": self.target_xy[idx]}
 
 
 def load_data(config, workdir: str):
@@ -335,9 +335,10 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   tick, ticked_step = time.perf_counter(), start
   for step in range(start, steps):
     idx = scene_indices(config.seed, step, t.batch_size, t.questions_per_image, train.by_image)
-    host = train.batch(idx, t.questions_per_image)
-    host["weight"] = colour_curriculum(train.d["q_colour"][idx], step, t.colour_curriculum)
-    batch = parallel.shard_batch(host, mesh)
+    batch = parallel.shard_batch(
+        {**train.batch(idx, t.questions_per_image),
+         "weight": colour_curriculum(train.d["q_colour"][idx], step, t.colour_curriculum)},
+        mesh)
     state, metrics = step_fn(state, batch, key)
     done = step + 1
     bar.update(1)
@@ -385,11 +386,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """
   validate(config)
   # Ablations are trained after the main run in their own subdirectories, so a finished run
-  # may be resumed with more of them; with a constant learning rate, also with more steps
-  # (the steps already taken are those a longer run takes).
-  extendable = ("compare.ablations", "compare.ablation_steps")
+  # may be resumed with others; with a constant learning rate, also with more steps (the
+  # steps already taken are those a longer run takes).
+  any_change = lambda old, new: True
+  extendable = {"compare.ablations": any_change, "compare.ablation_steps": any_change}
   if config.train.schedule == "constant":
-    extendable += ("train.steps",)
+    extendable["train.steps"] = lambda old, new: old is not None and new >= old
   resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
