@@ -32,8 +32,11 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--steps", type=int, default=20)
   ap.add_argument("--variants", default="early:float32,late:float32,early:bfloat16")
+  ap.add_argument("--model", default="{}", help="JSON overrides of config.model, e.g. "
+                  "'{\"depth\": 2}'")
   args = ap.parse_args()
   config = get_config()
+  config.model.update(json.loads(args.model))
   d = soc.generate(200, 0, config.data.table_rows)
   tok = train_tokenizer(sorted(set(d["q_text"].tolist())), config.model.vocab_size)
   split = mt.Split(d, *encode(tok, d["q_text"].tolist(), config.model.max_text_len))
@@ -50,8 +53,9 @@ def main():
                                              tx.init(params)), mesh)
     step = mt.make_train_step(graphdef, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0)
     r = config.train.questions_per_image
-    batches = [parallel.shard_batch(split.batch(mt.scene_indices(0, i, bs, r, split.by_image), r),
-                                    mesh) for i in range(args.steps + 1)]
+    idx = [mt.scene_indices(0, i, bs, r, split.by_image) for i in range(args.steps + 1)]
+    batches = [parallel.shard_batch({**split.batch(q, r), "weight": np.ones(bs, np.float32)},
+                                    mesh) for q in idx]
     key = jax.random.key(0)
     t0 = time.perf_counter()
     state, m = step(state, batches[0], key)
@@ -64,7 +68,7 @@ def main():
     dt = time.perf_counter() - t0
     flops = step.lower(state, batches[0], key).cost_analysis()  # HLO estimate, no recompile
     flops = (flops[0] if isinstance(flops, list) else flops or {}).get("flops", float("nan"))
-    print(json.dumps({"fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
+    print(json.dumps({"model": json.loads(args.model), "fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
                       "step_gflop": round(flops / 1e9, 2),
                       "achieved_gflop_per_s": round(flops * args.steps / dt / 1e9, 1),
                       "examples_per_s": round(args.steps * bs / dt, 1),

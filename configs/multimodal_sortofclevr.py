@@ -28,7 +28,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c.data = dict(num_train=9800, num_test=200, num_val=200, table_rows=3, data_dir="")
 
   c.model = dict(stem="conv", stem_channels=(32, 32, 32, 32), image_queries=0,
-                 image_pos="sincos", text_condition="cls", patch=15, dim=64, depth=4, heads=4,
+                 image_pos="sincos", image_depth=0,
+                 image_merge=1, text_condition="cls", patch=15, dim=64, depth=4, heads=4,
                  mlp_dim=128, max_text_len=16, truncate_text=False, vocab_size=256,
                  tokenizer="", fusion="early", dtype="float32")
 

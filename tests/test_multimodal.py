@@ -111,7 +111,8 @@ def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
 
 @pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8)),
                                 dict(image_pos="sincos", text_condition="all"),
-                                dict(text_condition="film")])
+                                dict(text_condition="film"),
+                                dict(image_depth=1, image_pos="sincos")])
 def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scenes, tok, kw):
   cfg = ModelConfig(**{**TINY.__dict__, **kw})
   model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
@@ -315,9 +316,10 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   train_and_evaluate(c, str(tmp_path / "run"))
   first = runlog.read_metrics(str(tmp_path / "run"))
   # Resumed with more steps (constant learning rate: the run continues where it stopped)
-  # and one more trained ablation, the two config changes a finished run accepts.
+  # and more trained baselines, the config changes a finished run accepts.
   c.train.steps = 4
   c.compare.ablations = ("text only",)
+  c.compare.late_fusion_steps = 2
   out = train_and_evaluate(c, str(tmp_path / "run"))
   rows = runlog.read_metrics(str(tmp_path / "run"))
   assert rows[:len(first)] == first
@@ -327,9 +329,13 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   assert abl["trained on"] == "text only" and abl["steps"] == 2
   assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "ablation_text_only_2"))
           if "train/loss" in r] == [2]
+  assert out["late_fusion"] is not None
+  assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "late_fusion_2"))
+          if "train/loss" in r] == [2]
   text = open(out["report"]).read()
   for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet",
-                 "Separately trained ablations"):
+                 "Separately trained ablations", "Early vs late fusion",
+                 "Accuracy per question family", "closest_heavy"):
     assert needle in text
   # Rerun with the same config: resumes at the last checkpoints (no new training rows,
   # the same numbers).
@@ -342,8 +348,26 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   c.model.dim, c.train.steps = 16, 2
   with pytest.raises(ConfigError, match="train.steps: 4 -> 2"):  # steps may only grow
     train_and_evaluate(c, str(tmp_path / "run"))
+  # A run configured for more steps and stopped by hand at its checkpoint (step 4) may be
+  # finished there: the same numbers, no training.
+  cfg_path = tmp_path / "run" / runlog.CONFIG_FILE
+  saved = json.loads(cfg_path.read_text())
+  saved["train"]["steps"] = 9
+  cfg_path.write_text(json.dumps(saved))
+  c.train.steps = 4
+  assert train_and_evaluate(c, str(tmp_path / "run"))["accuracy"] == out["accuracy"]
+  assert runlog.read_metrics(str(tmp_path / "run")) == rows
   res = json.load(open(tmp_path / "run" / "results.json"))
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
+  full = res["accuracy"]["image+text+table"]
+  assert {f"family/{f}" for f in soc.FAMILIES} <= set(full)
+  # The group accuracy is the question-weighted mean of its families' accuracies.
+  test = soc.load(c.data.data_dir, c.data.num_train, c.data.num_test, c.seed, c.data.table_rows,
+                  c.data.num_val)["test"]
+  fams = [i for i, f in enumerate(soc.FAMILIES) if soc.GROUP[f] == "relational"]
+  counts = [(test["q_family"] == i).sum() for i in fams]
+  mean = sum(n * full[f"family/{soc.FAMILIES[i]}"] for n, i in zip(counts, fams)) / sum(counts)
+  assert full["relational"] == pytest.approx(mean)
   # The trained model answers a researcher's raw image / question / table.
   from metajax.multimodal.train import load_trained
   model, pre = load_trained(str(tmp_path / "run"))

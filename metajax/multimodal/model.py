@@ -5,7 +5,11 @@ Tokens. Image: `stem='conv'` (default) runs stride-2 3x3 convolutions over the p
 with two coordinate channels appended (CoordConv), one token per cell of the final grid
 (75x75 -> 5x5 with 4 layers, as the Relation Network's CNN); `stem='patch'` maps
 non-overlapping `patch` x `patch` patches (einops) linearly. Each cell also gets a learned
-or a fixed 2-D sin-cos position; `image_queries=K` pools the grid into K learned-query tokens. Text: token embedding plus position. Table: one
+or a fixed 2-D sin-cos position; `image_depth` image-only transformer blocks then run once
+per image (relations between objects do not depend on the question), and `image_merge=m`
+merges m x m neighbouring cells into one token (fine grid in the image blocks, fewer
+tokens in the joint sequence); `image_queries=K`
+pools the grid into K learned-query tokens. Text: token embedding plus position. Table: one
 token per cell; a categorical cell is an embedding of its value, a numeric cell is
 `value * w_f + b_f` (per-feature linear), plus a column and a row embedding. Every
 token also gets its modality-type embedding; a CLS token leads the sequence.
@@ -62,6 +66,8 @@ class ModelConfig:
   stem_channels: tuple[int, ...] = (32, 32, 32, 32)
   image_queries: int = 0
   image_pos: str = "learned"
+  image_depth: int = 0
+  image_merge: int = 1
   text_condition: str = "none"
   patch: int = 15
   vocab_size: int = 256
@@ -90,6 +96,18 @@ class ModelConfig:
       raise ConfigError("model.stem_channels", self.stem_channels,
                         "the conv stem needs at least one layer of positive width",
                         "e.g. (32, 32, 32, 32)")
+    if self.image_depth < 0:
+      raise ConfigError("model.image_depth", self.image_depth, "a block count",
+                        "0 (image tokens go straight to fusion) or >= 1 image-only blocks")
+    gh, gw = self.image_grid
+    if self.image_merge < 1 or gh % self.image_merge or gw % self.image_merge:
+      raise ConfigError("model.image_merge", self.image_merge,
+                        f"must divide the {gh}x{gw} image grid",
+                        ", ".join(str(m) for m in range(1, gh + 1) if gh % m == 0 and gw % m == 0))
+    if self.image_merge > 1 and self.image_queries:
+      raise ConfigError("model.image_merge", self.image_merge,
+                        "merging and learned-query pooling are alternatives",
+                        "image_merge=1 with image_queries, or image_queries=0")
     if self.image_queries < 0:
       raise ConfigError("model.image_queries", self.image_queries, "a token count",
                         "0 (one token per grid cell) or >= 1 learned queries")
@@ -131,7 +149,7 @@ class ModelConfig:
     if self.image_queries:
       return self.image_queries
     gh, gw = self.image_grid
-    return gh * gw
+    return gh * gw // self.image_merge ** 2
 
 
 class Block(nnx.Module):
@@ -196,6 +214,13 @@ class MultimodalTransformer(nnx.Module):
     gh, gw = cfg.image_grid
     if cfg.image_pos == "learned":
       self.patch_pos = _param(rngs, gh * gw, d, scale=1.0)
+    # Image-only blocks, run once per scene (not per question) before fusion: objects can
+    # relate to each other (nearest, furthest, same shape) independently of the question.
+    self.image_blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
+                                  for _ in range(cfg.image_depth)])
+    if cfg.image_merge > 1:  # m x m neighbouring cells -> one token (Swin's patch merging)
+      self.merge_norm = nnx.LayerNorm(cfg.image_merge ** 2 * d, rngs=rngs)
+      self.merge = nnx.Linear(cfg.image_merge ** 2 * d, d, dtype=dtype, rngs=rngs)
     if cfg.image_queries:
       # Perceiver-style pooling: K learned queries attend over the grid; values see each
       # cell's (x, y), so a query that locks onto one object pools its centroid.
@@ -243,6 +268,13 @@ class MultimodalTransformer(nnx.Module):
     pos = self.patch_pos[...] if self.cfg.image_pos == "learned" else sincos_2d(
         *self.cfg.image_grid, self.cfg.dim)
     t = self.patch_embed(x).astype(jnp.float32) + pos
+    everywhere = jnp.ones(t.shape[:2], bool)
+    for block in self.image_blocks:
+      t = block(t.astype(block.qkv.dtype or jnp.float32), everywhere).astype(jnp.float32)
+    if self.cfg.image_merge > 1:
+      m, (gh, _) = self.cfg.image_merge, self.cfg.image_grid
+      t = rearrange(t, "b (h p w q) d -> b (h w) (p q d)", p=m, q=m, h=gh // m)
+      t = self.merge(self.merge_norm(t)).astype(jnp.float32)
     if self.cfg.image_queries:
       t = self._pool(t)
     return t, jnp.ones(t.shape[:2], bool)

@@ -117,7 +117,9 @@ def model_config(config, vocab_size: int, fusion: str | None = None) -> ModelCon
   return ModelConfig(
       image_shape=(soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), stem=m.stem,
       stem_channels=tuple(m.stem_channels), image_queries=m.image_queries,
-      image_pos=m.image_pos, text_condition=m.text_condition, patch=m.patch, vocab_size=vocab_size,
+      image_pos=m.image_pos, image_depth=m.image_depth, image_merge=m.image_merge,
+      text_condition=m.text_condition,
+      patch=m.patch, vocab_size=vocab_size,
       max_text_len=m.max_text_len,
       table_categorical=tuple(len(v) for v in soc.TABLE_CATEGORICAL.values()),
       table_numeric=len(soc.TABLE_NUMERIC), table_rows=config.data.table_rows, dim=m.dim,
@@ -284,6 +286,9 @@ def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1
   acc = {g: float(correct[group == i].mean()) if (group == i).any() else float("nan")
          for i, g in enumerate(GROUPS)}
   acc["all"] = float(correct.mean())
+  family = split.d["q_family"][idx]
+  acc.update({f"family/{f}": float(correct[family == i].mean())
+              for i, f in enumerate(soc.FAMILIES) if (family == i).any()})
   return (acc, emb[idx]) if want_embeddings else acc
 
 
@@ -385,13 +390,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   'fewshot': {...}, 'params': count}.
   """
   validate(config)
-  # Ablations are trained after the main run in their own subdirectories, so a finished run
-  # may be resumed with others; with a constant learning rate, also with more steps (the
-  # steps already taken are those a longer run takes).
+  # Baselines are trained after the main run in their own subdirectories (named by their
+  # steps), so a finished run may be resumed with others.
   any_change = lambda old, new: True
-  extendable = {"compare.ablations": any_change, "compare.ablation_steps": any_change}
+  extendable = {"compare.ablations": any_change, "compare.ablation_steps": any_change,
+                "compare.late_fusion_steps": any_change}
   if config.train.schedule == "constant":
-    extendable["train.steps"] = lambda old, new: old is not None and new >= old
+    # Any length the trajectory already on disk is a prefix of: more steps, or fewer down to
+    # the latest checkpoint (a long run stopped by hand finishes there).
+    def steps_rule(old, new):
+      if old is None:
+        return False
+      return new >= old or new >= (checkpoint.manager(workdir).latest_step() or 0)
+    extendable["train.steps"] = steps_rule
+  extendable["fewshot.episodes"] = any_change  # evaluation only
   resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
@@ -409,10 +421,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   late = None
   if config.compare.late_fusion_steps:
     other = "late" if mcfg.fusion == "early" else "early"
-    ldir = os.path.join(workdir, f"{other}_fusion")
+    lsteps = trained if config.compare.late_fusion_steps < 0 else config.compare.late_fusion_steps
+    ldir = os.path.join(workdir, f"{other}_fusion_{lsteps}")
     os.makedirs(ldir, exist_ok=True)
     lcfg = model_config(config, tok.vocab_size, fusion=other)
-    lsteps = trained if config.compare.late_fusion_steps < 0 else config.compare.late_fusion_steps
     lstate, _, lpredict = _train(config, ldir, data, lcfg, lsteps, mesh, f"{other} fusion",
                                  stop_at=0.0)  # the baseline trains exactly its budget
     late = {"fusion": other, "steps": lsteps,
@@ -451,7 +463,8 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
   lines = [f"# Multimodal transformer on Sort-of-CLEVR ({mcfg.fusion} fusion)", "",
            f"{config.data.num_train} training images ({data_desc(config)}); test: "
            f"{config.data.num_test} images; validation (periodic evals, early stopping): "
-           f"{config.data.num_val} images. Model: dim {mcfg.dim}, depth {mcfg.depth}, heads "
+           f"{config.data.num_val} images. Model: dim {mcfg.dim}, depth {mcfg.depth} (+ "
+           f"{mcfg.image_depth} image-only blocks per scene), heads "
            f"{mcfg.heads}, {stem_desc(mcfg)}, {mcfg.image_pos} image positions, "
            f"text-conditioned tokens: {mcfg.text_condition}; {n_params:,} parameters, "
            f"{mcfg.dtype}. {trained:,} steps (of at most {t.steps:,}) x batch {t.batch_size} "
@@ -482,6 +495,12 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
            report.md_table(["present at test"] + list(GROUPS) + ["all"],
                            [[n] + [pct(a[g]) for g in GROUPS + ("all",)]
                             for n, a in accuracy.items()])]
+  families = [f for f in soc.FAMILIES if f"family/{f}" in full]
+  lines += ["", "## Accuracy per question family (test set, %)", "",
+            "Relational: closest, furthest, count; table: heavy; image+table: closest_heavy.", "",
+            report.md_table(["present at test"] + families,
+                            [[n] + [pct(a[f"family/{f}"]) for f in families]
+                             for n, a in accuracy.items()])]
   if late:
     lines += ["", f"## Early vs late fusion (same encoder size, {late['steps']} steps each)", "",
               report.md_table(
@@ -528,6 +547,8 @@ def stem_desc(mcfg: ModelConfig) -> str:
   else:
     grid = f"conv stem {tuple(mcfg.stem_channels)}"
   pooled = f" pooled by {mcfg.image_queries} learned queries" if mcfg.image_queries else ""
+  if mcfg.image_merge > 1:
+    pooled += f", {mcfg.image_merge}x{mcfg.image_merge} cells merged"
   return f"{grid}{pooled} ({mcfg.num_patches} image tokens)"
 
 
