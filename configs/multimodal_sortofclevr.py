@@ -39,7 +39,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   # 8 questions of each of 16 images per step; stops once the validation split reaches
   # stop_at on both relational and non-relational questions (the test set is never used).
   c.train = dict(steps=8000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
-                 warmup_steps=200, schedule="constant", weight_decay=1e-4, clip_norm=1.0,
+                 warmup_steps=200, schedule="constant", decay_fraction=0.0, weight_decay=1e-4,
+                 clip_norm=1.0,
                  regression_weight=1.0, drop=dict(image=0.1, text=0.0, table=0.3),
                  colour_curriculum=200,
                  stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,

@@ -305,6 +305,23 @@ def test_early_stopping_needs_a_validation_split(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_wsd_schedule_and_which_resumes_keep_the_trajectory():
+  from ml_collections import ConfigDict
+  from metajax.multimodal.train import lr_schedule, same_lr_so_far
+  const = ConfigDict(dict(steps=100, learning_rate=1.0, warmup_steps=10, schedule="constant"))
+  wsd = ConfigDict({**const.to_dict(), "schedule": "wsd", "decay_fraction": 0.2})
+  lr = np.asarray(lr_schedule(wsd, 100)(jnp.arange(101)))
+  np.testing.assert_allclose(lr[[0, 5, 10, 80]], [0.0, 0.5, 1.0, 1.0])
+  np.testing.assert_allclose(lr[[90, 100]], [0.5, 0.0], atol=1e-6)
+  assert same_lr_so_far(const, wsd, taken=81)       # steps 0..80 at the constant rate
+  assert not same_lr_so_far(const, wsd, taken=82)   # step 81 took 1.0, the cool-down 0.95
+  longer = ConfigDict({**const.to_dict(), "steps": 300})
+  assert same_lr_so_far(const, longer, 100) and same_lr_so_far(longer, const, 100)
+  assert not same_lr_so_far(longer, const, 150)     # stopped at 150: can't end at 100
+  cos = ConfigDict({**const.to_dict(), "schedule": "cosine"})
+  assert not same_lr_so_far(cos, ConfigDict({**cos.to_dict(), "steps": 200}), 50)
+
+
 def test_tiny_run_trains_resumes_and_reports(tmp_path):
   from metajax import runlog
   from metajax.multimodal.train import train_and_evaluate

@@ -80,7 +80,11 @@ def validate(config) -> None:
       raise ConfigError(f"train.drop.{m}", p, "a drop probability", "0 <= p < 1")
   require_in("model.fusion", config.model.fusion, ("early", "late"))
   require_in("model.stem", config.model.stem, ("conv", "patch"))
-  require_in("train.schedule", config.train.schedule, ("constant", "cosine"))
+  require_in("train.schedule", config.train.schedule, ("constant", "cosine", "wsd"))
+  if config.train.schedule == "wsd" and not 0 < config.train.decay_fraction < 1:
+    raise ConfigError("train.decay_fraction", config.train.decay_fraction,
+                      "the 'wsd' schedule decays over this fraction of train.steps",
+                      "a fraction in (0, 1), e.g. 0.2")
   require_in("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   n = jax.device_count()
   if config.train.batch_size % n:
@@ -292,18 +296,38 @@ def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1
   return (acc, emb[idx]) if want_embeddings else acc
 
 
-def make_optimizer(config, steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup, then constant or cosine-decayed to 0 at `steps`; global-norm clipping."""
-  t = config.train
+def lr_schedule(t, steps: int) -> optax.Schedule:
+  """Linear warmup, then 'constant'; 'cosine' decay to 0 at `steps`; or 'wsd' (warmup-stable-
+  decay): constant, then linear to 0 over the last `t.decay_fraction` of `steps`."""
+  warmup = max(1, t.warmup_steps)
   if t.schedule == "cosine":
-    schedule = optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(1, t.warmup_steps),
-                                                  max(steps, t.warmup_steps + 1))
-  else:
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, t.learning_rate, max(1, t.warmup_steps)),
-         optax.constant_schedule(t.learning_rate)], [max(1, t.warmup_steps)])
+    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, warmup,
+                                              max(steps, t.warmup_steps + 1))
+  parts = [optax.linear_schedule(0.0, t.learning_rate, warmup),
+           optax.constant_schedule(t.learning_rate)]
+  bounds = [warmup]
+  if t.schedule == "wsd":
+    decay = max(1, round(steps * t.get("decay_fraction", 0.0)))
+    parts.append(optax.linear_schedule(t.learning_rate, 0.0, decay))
+    bounds.append(max(warmup, steps - decay))
+  return optax.join_schedules(parts, bounds)
+
+
+def make_optimizer(config, steps: int) -> optax.GradientTransformation:
+  """AdamW on `lr_schedule`, with global-norm clipping."""
+  t = config.train
   return optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                     optax.adamw(schedule, weight_decay=t.weight_decay))
+                     optax.adamw(lr_schedule(t, steps), weight_decay=t.weight_decay))
+
+
+def same_lr_so_far(old_train, new_train, taken: int) -> bool:
+  """Whether a run with `new_train` settings takes the `taken` steps already on disk exactly
+  as the run with `old_train` did: as long, and the same learning rate at each of them."""
+  if new_train.steps < taken:
+    return False
+  s = jnp.arange(taken)
+  old = lr_schedule(old_train, old_train.steps)(s)
+  return bool(jnp.array_equal(old, lr_schedule(new_train, new_train.steps)(s)))
 
 
 # --- one training run (used for the main model and the late-fusion baseline) --------------
@@ -395,14 +419,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   any_change = lambda old, new: True
   extendable = {"compare.ablations": any_change, "compare.ablation_steps": any_change,
                 "compare.late_fusion_steps": any_change}
-  if config.train.schedule == "constant":
-    # Any length the trajectory already on disk is a prefix of: more steps, or fewer down to
-    # the latest checkpoint (a long run stopped by hand finishes there).
-    def steps_rule(old, new):
-      if old is None:
-        return False
-      return new >= old or new >= (checkpoint.manager(workdir).latest_step() or 0)
-    extendable["train.steps"] = steps_rule
+  # The schedule and length may change where the steps already taken stay the same: a constant
+  # run extended, stopped by hand at its checkpoint, or given a WSD cool-down.
+  @functools.cache
+  def same_trajectory() -> bool:
+    import ml_collections
+    with open(os.path.join(workdir, runlog.CONFIG_FILE)) as f:
+      old = ml_collections.ConfigDict(json.load(f))
+    taken = checkpoint.manager(workdir).latest_step() or 0
+    return same_lr_so_far(old.train, config.train, taken)
+  for key in ("train.steps", "train.schedule", "train.decay_fraction"):
+    extendable[key] = lambda old, new: same_trajectory()
   extendable["fewshot.episodes"] = any_change  # evaluation only
   resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
