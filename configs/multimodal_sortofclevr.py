@@ -29,19 +29,22 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
 
   c.model = dict(stem="conv", stem_channels=(32, 32, 32, 32), image_queries=0,
                  image_pos="sincos", image_depth=0,
-                 image_merge=1, text_condition="cls", patch=15, dim=64, depth=4, heads=4,
+                 image_merge=1, text_condition="cls", patch=15, dim=64, depth=2, heads=4,
                  mlp_dim=128, max_text_len=16, truncate_text=False, vocab_size=256,
                  tokenizer="", fusion="early", dtype="float32")
 
   # Colour curriculum: the loss counts questions about red only, then one more colour every
   # colour_curriculum steps (all six from step 1,000; 0: off), which binds colour words to
   # image objects far sooner (bench/multimodal_binding.py, BUILD_NOTES.md).
+  # regression_weight: the auxiliary (x, y) of the object the answer is about; at 10 (not 1)
+  # its gradient is comparable to the answer's, and the model reads the image from ~1,000
+  # steps instead of ~4,500 (BUILD_NOTES.md, fourth attempt). 'wsd': constant learning rate,
+  # then linear to 0 over the last 20% of the steps.
   # 8 questions of each of 16 images per step; stops once the validation split reaches
   # stop_at on both relational and non-relational questions (the test set is never used).
-  c.train = dict(steps=8000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
-                 warmup_steps=200, schedule="constant", decay_fraction=0.0, weight_decay=1e-4,
-                 clip_norm=1.0,
-                 regression_weight=1.0, drop=dict(image=0.1, text=0.0, table=0.3),
+  c.train = dict(steps=25000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
+                 warmup_steps=200, schedule="wsd", decay_fraction=0.2, weight_decay=1e-4,
+                 clip_norm=1.0, regression_weight=10.0, drop=dict(image=0.1, text=0.0, table=0.3),
                  colour_curriculum=200,
                  stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,
                  eval_questions=4400)
@@ -49,9 +52,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   # Baselines trained after the main model in the same run (steps 0: skip, -1: as many as
   # the main model trained): late fusion with the same encoder size, and the same model
   # trained on a subset of the modalities (a finished run may be resumed with more of these).
-  c.compare = dict(late_fusion_steps=2500,
+  c.compare = dict(late_fusion_steps=2000,
                    ablations=("image+text", "text+table", "text only", "image only"),
-                   ablation_steps=2500)
+                   ablation_steps=2000)
   c.fewshot = dict(ways=5, shots=5, queries=5, episodes=500)
 
   if mode == "tiny":

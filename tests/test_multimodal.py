@@ -329,7 +329,7 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   c.data.data_dir = str(tmp_path / "data")
   c.compare.late_fusion_steps = 0
   c.compare.ablations = ()
-  c.train.steps = 2
+  c.train.steps, c.train.schedule = 2, "constant"
   train_and_evaluate(c, str(tmp_path / "run"))
   first = runlog.read_metrics(str(tmp_path / "run"))
   # Resumed with more steps (constant learning rate: the run continues where it stopped)
