@@ -68,7 +68,8 @@ def main():
     dt = time.perf_counter() - t0
     flops = step.lower(state, batches[0], key).cost_analysis()  # HLO estimate, no recompile
     flops = (flops[0] if isinstance(flops, list) else flops or {}).get("flops", float("nan"))
-    print(json.dumps({"model": json.loads(args.model), "fusion": fusion, "dtype": dtype, "batch": bs, "steps": args.steps,
+    print(json.dumps({"model": json.loads(args.model), "fusion": fusion, "dtype": dtype,
+                      "batch": bs, "steps": args.steps,
                       "step_gflop": round(flops / 1e9, 2),
                       "achieved_gflop_per_s": round(flops * args.steps / dt / 1e9, 1),
                       "examples_per_s": round(args.steps * bs / dt, 1),

@@ -42,7 +42,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   # then linear to 0 over the last 20% of the steps.
   # 8 questions of each of 16 images per step; stops once the validation split reaches
   # stop_at on both relational and non-relational questions (the test set is never used).
-  c.train = dict(steps=25000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
+  c.train = dict(steps=30000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
                  warmup_steps=200, schedule="wsd", decay_fraction=0.2, weight_decay=1e-4,
                  clip_norm=1.0, regression_weight=10.0, drop=dict(image=0.1, text=0.0, table=0.3),
                  colour_curriculum=200,
