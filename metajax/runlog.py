@@ -64,14 +64,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def prepare_workdir(workdir: str, config,
-                    extendable: Mapping[str, Callable[[Any, Any], bool]] | None = None) -> bool:
+                    extendable: Mapping[str, Callable[[dict, dict], bool]] | None = None) -> bool:
   """Claims `workdir` for `config`; returns True when it resumes an earlier run.
 
   Call only after the config is validated. A workdir that holds a run of a
   different config is refused (the differing keys named), never overwritten.
-  `extendable`: flattened key (e.g. 'train.steps') -> `allowed(old, new)`, for changes on
-  resume that only add work after the recorded run and cannot change its numbers; an
-  allowed change is logged and config.json updated.
+  `extendable`: flattened key (e.g. 'train.steps') -> `allowed(old, new)`, called with the
+  recorded and the new config (nested dicts) when that key differs, for changes on resume
+  that only add work after the recorded run and cannot change its numbers (a rule may
+  read other keys too); an allowed change is logged and config.json updated.
   """
   if not workdir:
     raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
@@ -83,7 +84,7 @@ def prepare_workdir(workdir: str, config,
     a, b = _flatten(old), _flatten(new)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     extendable = extendable or {}
-    fixed = [k for k in diff if not (k in extendable and extendable[k](a.get(k), b.get(k)))]
+    fixed = [k for k in diff if not (k in extendable and extendable[k](old, new))]
     if fixed:
       shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
       raise ConfigError("workdir", workdir,

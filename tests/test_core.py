@@ -57,7 +57,7 @@ def test_prepare_workdir_refuses_other_config(tmp_path):
   # An extendable key may change on resume (added post-run work); others still may not.
   c.b.c = 2
   c.extra = [1]
-  grow = {"extra": lambda old, new: old is None}
+  grow = {"extra": lambda old, new: "extra" not in old}
   assert runlog.prepare_workdir(str(tmp_path), c, extendable=grow) is True
   assert json.load(open(tmp_path / "config.json"))["extra"] == [1]
   c.a = 5

@@ -8,10 +8,10 @@ non-overlapping `patch` x `patch` patches (einops) linearly. Each cell also gets
 or a fixed 2-D sin-cos position; `image_depth` image-only transformer blocks then run once
 per image (relations between objects do not depend on the question), and `image_merge=m`
 merges m x m neighbouring cells into one token (fine grid in the image blocks, fewer
-tokens in the joint sequence); `image_queries=K`
-pools the grid into K learned-query tokens. Text: token embedding plus position. Table: one
-token per cell; a categorical cell is an embedding of its value, a numeric cell is
-`value * w_f + b_f` (per-feature linear), plus a column and a row embedding. Every
+tokens in the joint sequence); `image_queries=K` pools the grid into K learned-query
+tokens. Text: token embedding plus position. Table: one token per cell; a categorical cell
+is an embedding of its value, a numeric cell is `value * w_f + b_f` (per-feature linear),
+plus a column and a row embedding. Every
 token also gets its modality-type embedding; a CLS token leads the sequence.
 
 Shared scenes. A modality may come with fewer rows than the batch: with B examples and

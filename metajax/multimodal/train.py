@@ -7,7 +7,6 @@ loop with periodic evals -> late-fusion baseline -> test-set evals (ablations, r
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -122,8 +122,7 @@ def model_config(config, vocab_size: int, fusion: str | None = None) -> ModelCon
       image_shape=(soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), stem=m.stem,
       stem_channels=tuple(m.stem_channels), image_queries=m.image_queries,
       image_pos=m.image_pos, image_depth=m.image_depth, image_merge=m.image_merge,
-      text_condition=m.text_condition,
-      patch=m.patch, vocab_size=vocab_size,
+      text_condition=m.text_condition, patch=m.patch, vocab_size=vocab_size,
       max_text_len=m.max_text_len,
       table_categorical=tuple(len(v) for v in soc.TABLE_CATEGORICAL.values()),
       table_numeric=len(soc.TABLE_NUMERIC), table_rows=config.data.table_rows, dim=m.dim,
@@ -418,19 +417,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # steps), so a finished run may be resumed with others.
   any_change = lambda old, new: True
   extendable = {"compare.ablations": any_change, "compare.ablation_steps": any_change,
-                "compare.late_fusion_steps": any_change}
+                "compare.late_fusion_steps": any_change,
+                "fewshot.episodes": any_change}  # evaluation only
   # The schedule and length may change where the steps already taken stay the same: a constant
   # run extended, stopped by hand at its checkpoint, or given a WSD cool-down.
-  @functools.cache
-  def same_trajectory() -> bool:
-    import ml_collections
-    with open(os.path.join(workdir, runlog.CONFIG_FILE)) as f:
-      old = ml_collections.ConfigDict(json.load(f))
-    taken = checkpoint.manager(workdir).latest_step() or 0
-    return same_lr_so_far(old.train, config.train, taken)
-  for key in ("train.steps", "train.schedule", "train.decay_fraction"):
-    extendable[key] = lambda old, new: same_trajectory()
-  extendable["fewshot.episodes"] = any_change  # evaluation only
+  same_trajectory = lambda old, new: same_lr_so_far(
+      ml_collections.ConfigDict(old["train"]), config.train,
+      checkpoint.manager(workdir).latest_step() or 0)
+  extendable.update(dict.fromkeys(("train.steps", "train.schedule", "train.decay_fraction"),
+                                  same_trajectory))
   resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
@@ -601,7 +596,6 @@ def load_trained(workdir: str):
   >>> batch = pre(images=imgs, texts=['is the red object heavy?'] * len(imgs), tables=rows)
   >>> answers = [ANSWERS[i] for i in model(batch)['logits'].argmax(-1)]
   """
-  import ml_collections
   from metajax.multimodal.inputs import Preprocessor, TableSchema
   with open(os.path.join(workdir, runlog.CONFIG_FILE)) as f:
     config = ml_collections.ConfigDict(json.load(f))
