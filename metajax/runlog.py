@@ -64,7 +64,8 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def prepare_workdir(workdir: str, config,
-                    extendable: Mapping[str, Callable[[dict, dict], bool]] | None = None) -> bool:
+                    extendable: Mapping[str, Callable[[dict, dict], bool]] | None = None,
+                    added: Mapping[str, Any] | None = None) -> bool:
   """Claims `workdir` for `config`; returns True when it resumes an earlier run.
 
   Call only after the config is validated. A workdir that holds a run of a
@@ -73,6 +74,8 @@ def prepare_workdir(workdir: str, config,
   recorded and the new config (nested dicts) when that key differs, for changes on resume
   that only add work after the recorded run and cannot change its numbers (a rule may
   read other keys too); an allowed change is logged and config.json updated.
+  `added`: flattened key -> the value that reproduces the code from before the key existed;
+  a run recorded without that key resumes when the new config holds exactly that value.
   """
   if not workdir:
     raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
@@ -83,8 +86,10 @@ def prepare_workdir(workdir: str, config,
       old = json.load(f)
     a, b = _flatten(old), _flatten(new)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    extendable = extendable or {}
-    fixed = [k for k in diff if not (k in extendable and extendable[k](old, new))]
+    extendable, added = extendable or {}, added or {}
+    fixed = [k for k in diff
+             if not (k in extendable and extendable[k](old, new))
+             and not (k not in a and k in added and b.get(k) == added[k])]
     if fixed:
       shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
       raise ConfigError("workdir", workdir,

@@ -66,6 +66,22 @@ def test_prepare_workdir_refuses_other_config(tmp_path):
   c.a, c.extra = 1, [2]  # an extendable key whose change its rule refuses
   with pytest.raises(ConfigError, match=r"extra: \[1\] -> \[2\]"):
     runlog.prepare_workdir(str(tmp_path), c, extendable=grow)
+  # A key added to the code after the run resumes at the value that reproduces the old code.
+  c.extra = [1]
+  c.b.new = 0
+  with pytest.raises(ConfigError, match=r"b.new: None -> 0"):
+    runlog.prepare_workdir(str(tmp_path), c, extendable=grow)
+  assert runlog.prepare_workdir(str(tmp_path), c, extendable=grow, added={"b.new": 0}) is True
+  assert json.load(open(tmp_path / "config.json"))["b"]["new"] == 0
+  c.b.new = 1  # now recorded: a change is refused like any other
+  with pytest.raises(ConfigError, match=r"b.new: 0 -> 1"):
+    runlog.prepare_workdir(str(tmp_path), c, extendable=grow, added={"b.new": 0})
+  del c.b["new"]
+  other = tmp_path / "other"
+  runlog.prepare_workdir(str(other), c)
+  c.b.new = 1  # absent before, but not the value that reproduces the old code
+  with pytest.raises(ConfigError, match=r"b.new: None -> 1"):
+    runlog.prepare_workdir(str(other), c, added={"b.new": 0})
 
 
 def test_check_finite_names_the_metric():

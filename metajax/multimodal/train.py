@@ -406,6 +406,11 @@ def _first_reaching(rows, target: float):
 
 
 # --- entry point ----------------------------------------------------------------------------
+# Config keys added after runs were recorded, each with the value that reproduces the code
+# from before it; such a run resumes with the key at that value.
+ADDED_KEYS = {"model.image_depth": 0, "model.image_merge": 1}
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains on Sort-of-CLEVR, evaluates ablations/robustness/few-shot, writes report.md.
 
@@ -426,7 +431,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       checkpoint.manager(workdir).latest_step() or 0)
   extendable.update(dict.fromkeys(("train.steps", "train.schedule", "train.decay_fraction"),
                                   same_trajectory))
-  resumed = runlog.prepare_workdir(workdir, config, extendable=extendable)
+  resumed = runlog.prepare_workdir(workdir, config, extendable=extendable, added=ADDED_KEYS)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
   data, tok = load_data(config, workdir)
