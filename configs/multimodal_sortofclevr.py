@@ -1,20 +1,22 @@
 """Multimodal transformer (early fusion of image, text and table tokens) on Sort-of-CLEVR.
 
-Run (2-core CPU, measured 2026-12-02: about 100 min for the 30,000 training steps x 128
-questions, 3,840,000 examples, about 20 epochs of 9,800 images x 20 questions, at 500-800
+Run (2-core CPU, measured 2026-12-02: 6,944 s for the 40,000 training steps x 128
+questions, 5,120,000 examples, about 26 epochs of 9,800 images x 20 questions, at 650-800
 examples/s; then about 20 min for the 2,000-step late-fusion baseline, the four 2,000-step
 ablations trained on modality subsets, the test-set tables and few-shot). That run: test
-99.7% non-relational, 94.6% relational (BUILD_NOTES.md, fourth attempt):
+99.95% non-relational, 97.55% relational (BUILD_NOTES.md, fifth attempt):
   python -m launch.main --config=configs/multimodal_sortofclevr.py --workdir=/tmp/mm_soc
 Tiny smoke run (seconds):
   python -m launch.main --config=configs/multimodal_sortofclevr.py:tiny --workdir=/tmp/mm_tiny
 
 Writes report.md (accuracy on relational / non-relational questions beside the published
 CNN+RN and CNN+MLP, test-time modality ablations, early vs late fusion, ProtoNet few-shot
-on fused embeddings) and results.json. Training stops early once the validation split
-reaches train.stop_at on both relational and non-relational questions. The issue's target
-is >= 95% on both; what this config reached on the 2-core CPU is recorded in BUILD_NOTES.md
-(with the curve), not promised here. Rerunning with the same workdir resumes from the
+on fused embeddings) and results.json, with the step where the validation split first
+reached the issue's target (>= 95% on both). train.stop_at < 1 stops training early once
+the validation split reaches it on both; the default 1.0 trains the whole schedule, since
+the cool-down is where relational accuracy gains most (stop_at=0.95 would have stopped the
+measured run at step 11,000). What this config reached on the 2-core CPU is recorded in
+BUILD_NOTES.md (with the curve), not promised here. Rerunning with the same workdir resumes from the
 latest checkpoint.
 """
 
@@ -42,12 +44,13 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   # steps instead of ~4,500 (BUILD_NOTES.md, fourth attempt). 'wsd': constant learning rate,
   # then linear to 0 over the last 20% of the steps.
   # 8 questions of each of 16 images per step; stops once the validation split reaches
-  # stop_at on both relational and non-relational questions (the test set is never used).
-  c.train = dict(steps=30000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
+  # stop_at on both relational and non-relational questions (the test set is never used;
+  # 1.0: never early).
+  c.train = dict(steps=40000, batch_size=128, questions_per_image=8, learning_rate=1e-3,
                  warmup_steps=200, schedule="wsd", decay_fraction=0.2, weight_decay=1e-4,
                  clip_norm=1.0, regression_weight=10.0, drop=dict(image=0.1, text=0.0, table=0.3),
                  colour_curriculum=200,
-                 stop_at=0.95, log_every=50, eval_every=500, checkpoint_every=500,
+                 stop_at=1.0, log_every=50, eval_every=500, checkpoint_every=500,
                  eval_questions=4400)
   c.eval = dict(batch_size=500)
   # Baselines trained after the main model in the same run (steps 0: skip, -1: as many as
