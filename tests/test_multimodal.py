@@ -322,6 +322,19 @@ def test_wsd_schedule_and_which_resumes_keep_the_trajectory():
   assert not same_lr_so_far(cos, ConfigDict({**cos.to_dict(), "steps": 200}), 50)
 
 
+def test_early_stopping_may_change_on_resume_only_where_it_would_not_have_stopped():
+  from metajax.multimodal.train import stop_at_kept
+  rows = [{"step": 50, "train/loss": 1.0},
+          {"step": 50, "eval/relational": 0.6, "eval/non-relational": 0.9},
+          {"step": 100, "eval/relational": 0.96, "eval/non-relational": 0.97}]
+  assert stop_at_kept(rows, 0.0, taken=100)        # off: never stops
+  assert stop_at_kept(rows, 0.95, taken=100)       # first reached at 100, where it stands
+  assert not stop_at_kept(rows, 0.95, taken=150)   # would have stopped at 100, not gone on
+  assert not stop_at_kept(rows, 0.5, taken=100)    # would have stopped at 50
+  assert stop_at_kept(rows, 0.5, taken=50)
+  assert stop_at_kept(rows, 0.99, taken=150)       # never reached
+
+
 def test_tiny_run_trains_resumes_and_reports(tmp_path):
   from metajax import runlog
   from metajax.multimodal.train import train_and_evaluate

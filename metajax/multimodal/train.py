@@ -330,6 +330,12 @@ def same_lr_so_far(old_train, new_train, taken: int) -> bool:
   return bool(jnp.array_equal(old, lr_schedule(new_train, new_train.steps)(s)))
 
 
+def stop_at_kept(rows, stop_at: float, taken: int) -> bool:
+  """Whether early stopping at `stop_at` (0: off) would not have ended the recorded run
+  (metric `rows`) before the `taken` steps on disk, so resuming under it stays on track."""
+  return not stop_at or _first_reaching([r for r in rows if r["step"] < taken], stop_at) is None
+
+
 # --- one training run (used for the main model and the late-fusion baseline) --------------
 def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, label: str,
            stop_at: float, modalities=(1, 1, 1)):
@@ -427,11 +433,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 "fewshot.episodes": any_change}  # evaluation only
   # The schedule and length may change where the steps already taken stay the same: a constant
   # run extended, stopped by hand at its checkpoint, or given a WSD cool-down.
+  # So may early stopping, where it would not have stopped the run before its checkpoint.
+  taken = lambda: checkpoint.manager(workdir).latest_step() or 0
   same_trajectory = lambda old, new: same_lr_so_far(
-      ml_collections.ConfigDict(old["train"]), config.train,
-      checkpoint.manager(workdir).latest_step() or 0)
+      ml_collections.ConfigDict(old["train"]), config.train, taken())
   extendable.update(dict.fromkeys(("train.steps", "train.schedule", "train.decay_fraction"),
                                   same_trajectory))
+  extendable["train.stop_at"] = lambda old, new: stop_at_kept(
+      runlog.read_metrics(workdir), config.train.stop_at, taken())
   resumed = runlog.prepare_workdir(workdir, config, extendable=extendable, added=ADDED_KEYS)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   mesh = parallel.make_mesh()
