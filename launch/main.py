@@ -31,7 +31,6 @@ def main(argv):
   try:
     result = run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
-    logging.error("%s", e)
     print(f"metajax: {e}", file=sys.stderr)
     sys.exit(2)
   report = getattr(result, "get", lambda *_: None)("report")

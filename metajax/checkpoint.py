@@ -1,4 +1,9 @@
-"""Orbax checkpoints of a state pytree in `<workdir>/checkpoints`, resumed automatically."""
+"""Orbax checkpoints of a state pytree in `<workdir>/checkpoints`.
+
+Training opens a manager that writes (`manager`) and resumes from the latest step
+(`restore_or`). Reading a trained run (`restore`) writes nothing, and a missing or
+mismatched checkpoint is an error, never a silently fresh model.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,61 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from metajax.errors import ConfigError
+
+DIR = "checkpoints"
+
 
 def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  """A CheckpointManager over `<workdir>/checkpoints` (async saves, atomic directories)."""
+  """A writing CheckpointManager over `<workdir>/checkpoints` (async saves, atomic steps)."""
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      os.path.abspath(os.path.join(workdir, DIR)),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
+def _restore(mngr: ocp.CheckpointManager, step: int, like: Any) -> Any:
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
 def restore_or(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | None]:
-  """(latest checkpointed state, its step) or (`state`, None) when there is none.
+  """(latest checkpointed state, its step), or (`state`, None) in a fresh workdir.
 
   `state` gives the structure, dtypes and shardings to restore into.
   """
   step = mngr.latest_step()
-  if step is None:
-    return state, None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  return restored, step
+  return (state, None) if step is None else (_restore(mngr, step, state), step)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> None:
   mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest checkpointed step in `workdir`, None if it has none; creates nothing."""
+  path = os.path.join(workdir, DIR)
+  if not os.path.isdir(path):
+    return None
+  steps = [int(d) for d in os.listdir(path) if d.isdigit()]
+  return max(steps) if steps else None
+
+
+def restore(workdir: str, like: Any, step: int | None = None) -> tuple[Any, int]:
+  """(state, step) of checkpoint `step` (default: the latest) of `workdir`, read-only.
+
+  `like`: a state (or its `jax.eval_shape`) of the model the run trained. ConfigError when
+  the workdir holds no checkpoint or its arrays do not fit `like`.
+  """
+  step = latest_step(workdir) if step is None else step
+  if step is None:
+    raise ConfigError("workdir", workdir, "holds no checkpoint",
+                      "the workdir of a run that trained at least one checkpoint interval")
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, DIR)), options=options) as mngr:
+    try:
+      return _restore(mngr, step, like), step
+    except (ValueError, KeyError, TypeError) as e:
+      raise ConfigError("workdir", workdir,
+                        f"its checkpoint at step {step} does not fit this model "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        "the workdir of a run of the same model config") from None

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -63,46 +63,63 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def prepare_workdir(workdir: str, config,
-                    extendable: Mapping[str, Callable[[dict, dict], bool]] | None = None,
-                    added: Mapping[str, Any] | None = None) -> bool:
-  """Claims `workdir` for `config`; returns True when it resumes an earlier run.
+# Keys a resumed run may change: more training steps, and any evaluation setting.
+EXTENDABLE = {"train.steps": lambda old, new: new >= old}
+EXTENDABLE_PREFIXES = ("eval.",)
 
-  Call only after the config is validated. A workdir that holds a run of a
-  different config is refused (the differing keys named), never overwritten.
-  `extendable`: flattened key (e.g. 'train.steps') -> `allowed(old, new)`, called with the
-  recorded and the new config (nested dicts) when that key differs, for changes on resume
-  that only add work after the recorded run and cannot change its numbers (a rule may
-  read other keys too); an allowed change is logged and config.json updated.
-  `added`: flattened key -> the value that reproduces the code from before the key existed;
-  a run recorded without that key resumes when the new config holds exactly that value.
-  """
+
+def check_workdir(workdir: str) -> None:
+  """ConfigError unless `workdir` is (or can be made) a writable directory; creates nothing."""
   if not workdir:
     raise ConfigError("workdir", workdir, "a run needs a directory to write to", "a path")
+  path = os.path.abspath(workdir)
+  probe = path
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise ConfigError("workdir", workdir, f"{probe} is a file, not a directory",
+                      "a directory path (new or holding a run of this config)")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ConfigError("workdir", workdir, f"{probe} is not writable", "a writable directory")
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+  """Flattened keys whose values differ between two nested config dicts."""
+  a, b = _flatten(old), _flatten(new)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def prepare_workdir(workdir: str, config) -> bool:
+  """Claims `workdir` for `config`; returns True when it resumes an earlier run.
+
+  Call after the config is validated. A workdir holding a run of a different config is
+  refused, naming the differing keys, and left as it is. Allowed on resume: more
+  `train.steps`, and any `eval.*` key (evaluation only); config.json is then updated.
+  """
+  check_workdir(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    a, b = _flatten(old), _flatten(new)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    extendable, added = extendable or {}, added or {}
-    fixed = [k for k in diff
-             if not (k in extendable and extendable[k](old, new))
-             and not (k not in a and k in added and b.get(k) == added[k])]
-    if fixed:
-      shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
-      raise ConfigError("workdir", workdir,
-                        f"it holds a run with a different config ({shown})",
-                        "a new --workdir, or the same config to resume")
-    if diff and jax.process_index() == 0:
-      logging.info("resuming %s with extended %s", workdir,
-                   ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff))
+  if not os.path.exists(path):
+    if jax.process_index() == 0:
       atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
-    return True
-  if jax.process_index() == 0:
+    return False
+  with open(path) as f:
+    old = json.load(f)
+  a, b = _flatten(old), _flatten(new)
+  diff = config_diff(old, new)
+  allowed = lambda k: (k.startswith(EXTENDABLE_PREFIXES) or
+                       (k in EXTENDABLE and k in a and k in b and EXTENDABLE[k](a[k], b[k])))
+  fixed = [k for k in diff if not allowed(k)]
+  if fixed:
+    shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])
+    raise ConfigError("workdir", workdir, f"it holds a run with a different config ({shown})",
+                      "a new --workdir, or the same config to resume (more train.steps and "
+                      "eval.* settings may change)")
+  if diff and jax.process_index() == 0:
+    logging.info("resuming %s with %s", workdir,
+                 ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff))
     atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
-  return False
+  return True
 
 
 class MetricWriter:
@@ -187,3 +204,14 @@ def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
 def summarise(rows: Iterable[Mapping[str, float]], key: str) -> list[tuple[int, float]]:
   """(step, value) pairs of `key` from metric rows."""
   return [(int(r["step"]), r[key]) for r in rows if key in r]
+
+
+def read_config(workdir: str):
+  """The `config.json` of the run in `workdir` as a ConfigDict; ConfigError if there is none."""
+  import ml_collections
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise ConfigError("workdir", workdir, f"holds no {CONFIG_FILE} (not a metajax run)",
+                      "the workdir of a metajax run")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))

@@ -16,6 +16,7 @@ DATASETS.register("glyphs", "metajax.data.glyphs:load")
 DATASETS.register("uci_digits", "metajax.data.uci_digits:load")
 DATASETS.register("omniglot", "metajax.data.tfds_images:load_omniglot")
 DATASETS.register("sinusoid", "metajax.data.sinusoid:load")
+DATASETS.register("sort_of_clevr", "metajax.data.sort_of_clevr:load")
 
 
 def load(name: str, data_dir: str = ""):

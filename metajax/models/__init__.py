@@ -1,24 +1,48 @@
-"""Models by name: `make(name, num_outputs, **kwargs)` -> a Flax Linen module.
+"""Models by name: one registry of Flax Linen modules for every learner.
 
-Few-shot models are Linen modules so that meta-learning stays functional:
-`model.apply({'params': p, 'batch_stats': s}, x, train=...)` over plain pytrees,
-which `jax.grad`, `vmap` and `lax.scan` take directly.
+`make(name, **kwargs)` builds a module; `from_config(config.model)` reads the name and
+its arguments from one sub-config. Every model is `module.apply(variables, x, train=...)`
+over plain pytrees, so the same network serves as a ProtoNet/MAML backbone (inner loops
+over its params), an AutoML family (members vmapped over their params and hyperparameters)
+or a multimodal tower. Classifiers take `num_outputs` (None: the embedding, no head).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+from metajax.errors import ConfigError
 from metajax.models.conv4 import Conv4
 from metajax.models.mlp import MLP
 from metajax.registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model.name")
 MODELS.register("conv4", Conv4)
 MODELS.register("mlp", MLP)
 
 
-def make(name: str, num_outputs: int | None, **kwargs):
-  """The model `name` with `num_outputs` outputs (None: an embedding, no head)."""
-  return MODELS.get(name)(num_outputs=num_outputs, **kwargs)
+def make(name: str, **kwargs: Any):
+  """The model registered as `name`, built with `kwargs`; ConfigError names a bad argument."""
+  cls = MODELS.get(name)
+  fields = getattr(cls, "__dataclass_fields__", {})
+  unknown = sorted(k for k in kwargs if fields and k not in fields)
+  if unknown:
+    valid = sorted(k for k in fields if k not in ("parent", "name"))
+    raise ConfigError(f"model.{unknown[0]}", kwargs[unknown[0]], f"{name} has no such argument",
+                      ", ".join(valid))
+  return cls(**kwargs)
 
 
-__all__ = ["Conv4", "MLP", "MODELS", "make"]
+def from_config(cfg: Mapping[str, Any], **overrides: Any):
+  """`make(cfg['name'], **rest of cfg, **overrides)`: a model from its own sub-config."""
+  kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+  return make(cfg["name"], **{**kwargs, **overrides})
+
+
+def spec(cfg: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+  """JSON-ready {'name', **kwargs} of a model, as `saved.write_card` records it."""
+  out = {**dict(cfg), **overrides}
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+__all__ = ["Conv4", "MLP", "MODELS", "from_config", "make", "spec"]

@@ -1,0 +1,19 @@
+"""Experiment drivers: `config.experiment` -> `run(config, workdir) -> results`.
+
+Each driver wires the library (models, learners, steps, evaluators) to one experiment's
+data and report; nothing in `metajax/` outside this package imports it.
+"""
+
+from __future__ import annotations
+
+from metajax.registry import Registry
+
+EXPERIMENTS = Registry("experiment")
+EXPERIMENTS.register("fewshot", "metajax.experiments.fewshot:run")
+EXPERIMENTS.register("automl", "metajax.experiments.automl:run")
+EXPERIMENTS.register("multimodal", "metajax.experiments.sort_of_clevr:run")
+
+
+def run(config, workdir: str):
+  """Runs the experiment `config.experiment` names, writing everything under `workdir`."""
+  return EXPERIMENTS.get(config.experiment)(config, workdir)
