@@ -76,7 +76,7 @@ def _jax_worker(job: dict) -> dict:
     x = rng.uniform(-5, 5, (b, 2 * k, 1)).astype(np.float32)
     y = (rng.uniform(0.1, 5, (b, 1, 1)) * np.sin(x - rng.uniform(0, np.pi, (b, 1, 1)))).astype(np.float32)
     tasks = Tasks(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
-    learner = MAML(models.make("mlp", 1, hidden=(40, 40)), optax.adam(1e-3),
+    learner = MAML(models.make("mlp", num_outputs=1, hidden=(40, 40)), optax.adam(1e-3),
                    MAMLConfig(inner_steps=job["inner_steps"], inner_lr=0.01, task="regression",
                               task_batching=job.get("task_batching", "vmap")))
   else:
@@ -85,9 +85,9 @@ def _jax_worker(job: dict) -> dict:
     lab = lambda n: np.tile(np.repeat(np.arange(ways, dtype=np.int32), n)[None], (b, 1))
     tasks = Tasks(img(ways * shots), lab(shots), img(ways * queries), lab(queries))
     if kind == "protonet":
-      learner = ProtoNet(models.make("conv4", None, **conv), optax.adam(1e-3))
+      learner = ProtoNet(models.make("conv4", num_outputs=None, **conv), optax.adam(1e-3))
     else:
-      learner = MAML(models.make("conv4", ways, **conv), optax.adam(1e-3),
+      learner = MAML(models.make("conv4", num_outputs=ways, **conv), optax.adam(1e-3),
                      MAMLConfig(inner_steps=job["inner_steps"], inner_lr=0.4,
                                 first_order=job["first_order"], remat=job.get("remat", False),
                                 unroll=job.get("unroll", False),

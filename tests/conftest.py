@@ -25,13 +25,18 @@ if "tiny_images" not in data.DATASETS:
   data.DATASETS.register("tiny_images", tiny_images)
 
 
-@pytest.fixture
-def tiny_fewshot_config():
+def fewshot_config(path: str = "configs/protonet_glyphs.py", mode: str = "tiny"):
+  """`get_config(mode)` of a config file, on 'tiny_images' for training and meta-test."""
   import importlib.util
-  spec = importlib.util.spec_from_file_location("protonet_glyphs", "configs/protonet_glyphs.py")
+  spec = importlib.util.spec_from_file_location(path.rsplit("/", 1)[-1][:-3], path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  c = mod.get_config("tiny")
-  c.dataset = "tiny_images"
+  c = mod.get_config(mode)
+  c.data.name = "tiny_images"
   c.eval.datasets = ("tiny_images",)
   return c
+
+
+@pytest.fixture
+def tiny_fewshot_config():
+  return fewshot_config()

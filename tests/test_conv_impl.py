@@ -60,8 +60,8 @@ def test_conv4_maml_second_order_matches():
   ks = jax.random.split(jax.random.key(3), 3)
   sx, qx = jax.random.uniform(ks[0], (5, 10, 10, 1)), jax.random.uniform(ks[1], (10, 10, 10, 1))
   sy, qy = jnp.arange(5), jnp.arange(10) % 5
-  ref_m = models.make("conv4", 5, filters=4, depth=2, conv_impl="xla", pool_impl="xla")
-  new_m = models.make("conv4", 5, filters=4, depth=2)
+  ref_m = models.make("conv4", num_outputs=5, filters=4, depth=2, conv_impl="xla", pool_impl="xla")
+  new_m = models.make("conv4", num_outputs=5, filters=4, depth=2)
   v = ref_m.init(ks[2], sx, train=False)
   v_new = new_m.init(ks[2], sx, train=False)
   assert jax.tree.structure(v) == jax.tree.structure(v_new)
@@ -74,4 +74,5 @@ def test_conv4_maml_second_order_matches():
 
 def test_unknown_impl_fails():
   with pytest.raises(ValueError, match="im2col"):
-    models.make("conv4", 5, conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))
+    model = models.make("conv4", num_outputs=5, conv_impl="fft")
+    model.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))

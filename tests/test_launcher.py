@@ -10,7 +10,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config=configs/protonet_glyphs.py:tiny", "--config.dataset=tiny_images",
+TINY = ["--config=configs/protonet_glyphs.py:tiny", "--config.data.name=tiny_images",
         "--config.eval.datasets=('tiny_images',)"]
 
 
@@ -29,11 +29,11 @@ def learning_rows(workdir):
 
 def test_end_to_end_writes_everything(tmp_path):
   wd = tmp_path / "run"
-  r = launch(wd, "--config.num_steps=6", "--config.optimizer.learning_rate=0.003")
+  r = launch(wd, "--config.train.steps=6", "--config.optimizer.learning_rate=0.003")
   assert r.returncode == 0, r.stderr[-3000:]
   config = json.load(open(wd / "config.json"))
-  assert config["num_steps"] == 6 and config["optimizer"]["learning_rate"] == 0.003  # overrides
-  for name in ("report.md", "learning_curve.png", "results.json", "metrics.jsonl"):
+  assert config["train"]["steps"] == 6 and config["optimizer"]["learning_rate"] == 0.003  # overrides
+  for name in ("report.md", "learning_curve.png", "results.json", "metrics.jsonl", "model.json"):
     assert (wd / name).exists(), name
   assert os.listdir(wd / "tensorboard") and os.listdir(wd / "checkpoints")
   report = (wd / "report.md").read_text()
@@ -43,17 +43,18 @@ def test_end_to_end_writes_everything(tmp_path):
 
 
 @pytest.mark.parametrize("flag, key, valid", [
-    ("--config.algorithm=reptile", "algorithm", "protonet"),
-    ("--config.dataset=imagenet", "dataset", "glyphs"),
-    ("--config.model=resnet", "model", "conv4"),
-    ("--config.ways=13", "ways", "1..12"),  # tiny_images train has 12 classes... x4 rotations
-    ("--config.shots=5", "shots", "shots + queries <= 6"),
+    ("--config.learner.name=reptile", "learner.name", "protonet"),
+    ("--config.data.name=imagenet", "data.name", "glyphs"),
+    ("--config.model.name=resnet", "model.name", "conv4"),
+    ("--config.episodes.ways=13", "episodes.ways", "1..12"),  # 12 train classes (x4 rotations)
+    ("--config.episodes.shots=5", "episodes.shots", "shots + queries <= 6"),
     ("--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate", "> 0"),
-    ("--config.num_steps=0", "num_steps", "> 0"),
+    ("--config.optimizer.schedule=linear", "optimizer.schedule", "'cosine'"),
+    ("--config.train.steps=0", "train.steps", "> 0"),
     ("--config.eval.ways=(9,)", "eval.ways", "ways <= 8"),
 ])
 def test_bad_config_fails_clearly_and_writes_nothing(tmp_path, flag, key, valid):
-  extra = ["--config.rotations=False"] if key == "ways" else []
+  extra = ["--config.episodes.rotations=False"] if key == "episodes.ways" else []
   wd = tmp_path / "run"
   r = launch(wd, flag, *extra)
   assert r.returncode == 2, r.stderr[-2000:]
@@ -64,17 +65,30 @@ def test_bad_config_fails_clearly_and_writes_nothing(tmp_path, flag, key, valid)
 
 def test_failed_start_leaves_an_existing_run_intact(tmp_path):
   wd = tmp_path / "run"
-  assert launch(wd, "--config.num_steps=2").returncode == 0
+  assert launch(wd, "--config.train.steps=2").returncode == 0
   before = {p: (wd / p).read_bytes() for p in ("config.json", "metrics.jsonl", "report.md")}
-  r = launch(wd, "--config.num_steps=2", "--config.seed=1")  # another config, same workdir
-  assert r.returncode == 2 and "different config" in r.stderr
-  r = launch(wd, "--config.algorithm=nope")
+  r = launch(wd, "--config.train.steps=2", "--config.seed=1")  # another config, same workdir
+  assert r.returncode == 2 and "different config" in r.stderr and "seed: 0 -> 1" in r.stderr
+  r = launch(wd, "--config.train.steps=1")  # fewer steps than the run on disk
+  assert r.returncode == 2 and "train.steps: 2 -> 1" in r.stderr
+  r = launch(wd, "--config.learner.name=nope")
   assert r.returncode == 2
   assert before == {p: (wd / p).read_bytes() for p in before}
 
 
+def test_workdir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+  wd = tmp_path / "run"
+  wd.write_text("not a directory")
+  r = launch(wd)
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.splitlines() if l.startswith("metajax:")]
+  assert len(lines) == 1 and "config.workdir=" in lines[0] and "is a file" in lines[0]
+  assert "Traceback" not in r.stderr and wd.read_text() == "not a directory"
+
+
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-  flags = ["--config.num_steps=60", "--config.log_every=4", "--config.checkpoint_every=8"]
+  flags = ["--config.train.steps=60", "--config.train.log_every=4",
+           "--config.train.checkpoint_every=8"]
   ref, killed = tmp_path / "ref", tmp_path / "killed"
   proc = launch(killed, *flags, wait=False)
   deadline = time.time() + 240

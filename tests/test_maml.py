@@ -155,13 +155,13 @@ def test_batch_norm_transductive_vs_per_step():
 
 
 @pytest.mark.parametrize("kw,key", [
-    ({"inner_steps": 0}, "maml.inner_steps"),
-    ({"inner_lr": -0.1}, "maml.inner_lr"),
-    ({"inner_lr": 0.0}, "maml.inner_lr"),
-    ({"eval_inner_steps": 0}, "maml.eval_inner_steps"),
-    ({"learn_lr": "per_tensor"}, "maml.learn_lr"),
-    ({"batch_norm": "none"}, "maml.batch_norm"),
-    ({"task_batching": "pmap"}, "maml.task_batching"),
+    ({"inner_steps": 0}, "learner.inner_steps"),
+    ({"inner_lr": -0.1}, "learner.inner_lr"),
+    ({"inner_lr": 0.0}, "learner.inner_lr"),
+    ({"eval_inner_steps": 0}, "learner.eval_inner_steps"),
+    ({"learn_lr": "per_tensor"}, "learner.learn_lr"),
+    ({"batch_norm": "none"}, "learner.batch_norm"),
+    ({"task_batching": "pmap"}, "learner.task_batching"),
 ])
 def test_bad_config_raises(kw, key):
   with pytest.raises(ConfigError) as e:
@@ -183,31 +183,62 @@ def test_bad_model_raises_before_compiling():
     learner(model=Needs2D()).init(KEY, regression_tasks())
   with pytest.raises(ConfigError, match="num_ways"):
     learner("classification", Conv4(5, filters=4, depth=1), None)
-  with pytest.raises(ConfigError, match="maml.head"):
+  with pytest.raises(ConfigError, match="learner.head"):
     learner(head_only=True, head="Dense_9").init(KEY, regression_tasks())
 
 
+def build(c, task):
+  """The learner of a config as the fewshot driver builds it."""
+  from metajax import models, optim
+  from metajax.meta import ALGORITHMS
+  return ALGORITHMS.get(c.learner.name)(
+      c.learner, lambda n: models.from_config(c.model, num_outputs=n),
+      optim.make_optimizer(c.optimizer, c.train.steps), c.episodes.ways, task)
+
+
 def test_build_variants_and_unknown_option():
-  import ml_collections
-  from metajax.meta.maml import build
-  from metajax.meta import maml_configs
-  c = maml_configs.sinusoid("metasgd", "tiny")
-  lrn = build(c, "regression")
+  from conftest import fewshot_config
+  sinusoid = lambda mode: fewshot_config("configs/maml_sinusoid.py", mode)
+  lrn = build(sinusoid("metasgd,tiny"), "regression")
   assert lrn.config.learn_lr == "per_param" and lrn.num_ways is None
-  c = maml_configs.images("fomaml")
+  assert lrn.model.num_outputs == 1 and lrn.config.task == "regression"
+  c = fewshot_config("configs/maml_glyphs.py", "fomaml")
   lrn = build(c, "classification")
   assert lrn.config.first_order and lrn.num_ways == 5 and lrn.config.test_steps == 3
-  c.maml.first_order = False  # an explicit flag wins over the algorithm's default
-  assert not build(c, "classification").config.first_order
-  c = maml_configs.sinusoid("maml", "tiny")
+  assert lrn.model.num_outputs == 5 and lrn.model.filters == 64
+  # The flags a name sets (VARIANTS) are that name: a contradicting flag is refused, naming it;
+  # flags the name leaves free combine with it (first-order LSLR).
+  c.learner.first_order = False
+  with pytest.raises(ConfigError, match="learner.first_order=False.*'fomaml'"):
+    build(c, "classification")
+  c = fewshot_config("configs/maml_glyphs.py", "lslr,tiny")
+  c.learner.first_order = True
+  lrn = build(c, "classification")
+  assert lrn.config.first_order and lrn.config.learn_lr == "per_layer_step"
+  c = sinusoid("tiny")
   with c.unlocked():
-    c.maml.inner_stepz = 2
-  with pytest.raises(ConfigError, match="maml.inner_stepz"):
+    c.learner.inner_stepz = 2
+  with pytest.raises(ConfigError, match="learner.inner_stepz"):
     build(c, "regression")
-  c = maml_configs.sinusoid("maml", "tiny")
-  c.maml = ml_collections.ConfigDict({"inner_steps": -1})
-  with pytest.raises(ConfigError, match="maml.inner_steps"):
+  c = sinusoid("tiny")
+  c.learner.inner_steps = -1
+  with pytest.raises(ConfigError, match="learner.inner_steps"):
     build(c, "regression")
+  with pytest.raises(ValueError, match="pick one"):
+    fewshot_config("configs/maml_glyphs.py", "lslr,metasgd")
+
+
+def test_predict_is_the_eval_step_adaptation():
+  """predict's argmax on one task scores what eval_step reports for it."""
+  tasks = image_tasks(b=2)
+  lrn = learner("classification", MLP(3, hidden=(8,)), 3, inner_steps=2, eval_inner_steps=3)
+  state = lrn.init(KEY, tasks)
+  out = jax.jit(lrn.eval_step)(state, tasks, KEY)
+  for b in range(2):
+    logits = jax.jit(lrn.predict)(state, tasks.support_x[b], tasks.support_y[b], tasks.query_x[b])
+    assert logits.shape == (6, 3)
+    acc = np.mean(np.argmax(logits, -1) == tasks.query_y[b])
+    np.testing.assert_allclose(acc, out["accuracy"][b], atol=1e-6)
 
 
 def test_remat_keeps_second_order_memory_flat_in_inner_steps():

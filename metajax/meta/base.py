@@ -1,41 +1,29 @@
-"""What every few-shot algorithm provides to the trainer.
+"""What every few-shot algorithm provides.
 
 An algorithm is a frozen (hashable) dataclass holding its static config, the
-model and the outer optimizer, with three pure methods:
+model and the outer optimizer, with pure methods over `metajax.state.TrainState`:
 
-  init(key, tasks)               -> MetaState
-  train_step(state, tasks, key)  -> (MetaState, metrics: dict of scalars)
-  eval_step(state, tasks, key)   -> dict of per-task arrays, [B] or [B, S]
-                                    ([B, S]: a curve over S, e.g. inner steps)
+  init(key, tasks)                     -> TrainState
+  train_step(state, tasks, key)        -> (TrainState, metrics: dict of scalars)
+  eval_step(state, tasks, key)         -> dict of per-task arrays, [B] or [B, S]
+                                          ([B, S]: a curve over S, e.g. inner steps)
+  predict(state, sx, sy, qx)           -> one task's query outputs [Q, C]
 
-The trainer jits them once over the device mesh (tasks sharded along `data`).
+Experiments jit them once over the device mesh (tasks sharded along `data`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import jax
-from flax import struct
 
 from metajax.data.episodes import Tasks
-
-
-@struct.dataclass
-class MetaState:
-  """Everything a meta-training run carries from step to step (and checkpoints).
-
-  params: meta-parameters the outer optimizer updates (model weights and, for
-    LSLR / Meta-SGD, log inner learning rates).
-  model_state: non-learned model collections, e.g. batch-norm running stats ({} if none).
-  """
-  step: jax.Array
-  params: Any
-  model_state: Any
-  opt_state: Any
+from metajax.state import TrainState
 
 
 class MetaLearner(Protocol):
-  def init(self, key: jax.Array, tasks: Tasks) -> MetaState: ...
-  def train_step(self, state: MetaState, tasks: Tasks, key: jax.Array) -> tuple[MetaState, dict]: ...
-  def eval_step(self, state: MetaState, tasks: Tasks, key: jax.Array) -> dict: ...
+  def init(self, key: jax.Array, tasks: Tasks) -> TrainState: ...
+  def train_step(self, state: TrainState, tasks: Tasks, key: jax.Array) -> tuple[TrainState, dict]: ...
+  def eval_step(self, state: TrainState, tasks: Tasks, key: jax.Array) -> dict: ...
+  def predict(self, state: TrainState, sx: jax.Array, sy: jax.Array, qx: jax.Array) -> jax.Array: ...

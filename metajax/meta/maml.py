@@ -19,7 +19,7 @@ The inner loop is a `lax.scan` of `inner_steps` updates
 wraps the step in `jax.checkpoint` so second-order memory stays flat as steps
 grow (it keeps the loop rolled: conv4-8 second-order temp memory 7.55 MB at
 2 steps, 7.60 MB at 8, vs 12.8 / 35.8 MB without); `multi_step_loss=True` is MAML++'s annealed sum of query losses after
-every step. Learned rates live in log space in `MetaState.params['log_lr']`,
+every step. Learned rates live in log space in `TrainState.params['log_lr']`,
 so they are checkpointed and updated with the weights.
 
 Batch norm (Linen `BatchNorm` with a `batch_stats` collection):
@@ -53,13 +53,16 @@ Example on your own Linen model (5-way classification)::
   step = jax.jit(learner.train_step)
   state, metrics = step(state, tasks, key)       # {'loss', 'accuracy'}
   curves = jax.jit(learner.eval_step)(state, tasks, key)  # {'accuracy_by_step': [B, 11], ...}
+  logits = jax.jit(learner.predict)(state, sx, sy, qx)    # one task: [Q, 5] after adapting
+
+Experiments pick the algorithm by name (`learner.name`): `VARIANTS` holds, once, the
+flags each name sets, and `build` checks a config's flags against them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -70,7 +73,7 @@ from flax import traverse_util
 
 from metajax.data.episodes import Tasks
 from metajax.errors import ConfigError, require_in
-from metajax.meta.base import MetaState
+from metajax.state import TrainState
 
 LEARN_LR = ("none", "per_layer_step", "per_param")
 BATCH_NORM = ("transductive", "per_step")
@@ -80,7 +83,7 @@ INNER_OPTIMIZERS = {
     "momentum": lambda: optax.trace(0.9),
     "adam": lambda: optax.scale_by_adam(eps_root=1e-8),  # eps_root: finite 2nd-order grads at g = 0
 }
-VARIANTS = {  # config.algorithm -> MAMLConfig defaults
+VARIANTS = {  # learner.name -> the MAMLConfig flags that name sets (the only place they live)
     "maml": {}, "fomaml": {"first_order": True}, "anil": {"head_only": True},
     "lslr": {"learn_lr": "per_layer_step"}, "metasgd": {"learn_lr": "per_param"},
 }
@@ -110,17 +113,17 @@ class MAMLConfig:
   def validate(self) -> None:
     for key in ("inner_steps", "curve_steps", "msl_anneal_steps"):
       if getattr(self, key) <= 0:
-        raise ConfigError(f"maml.{key}", getattr(self, key), "must be positive", ">= 1")
+        raise ConfigError(f"learner.{key}", getattr(self, key), "must be positive", ">= 1")
     if not self.inner_lr > 0:
-      raise ConfigError("maml.inner_lr", self.inner_lr, "must be positive", "> 0")
+      raise ConfigError("learner.inner_lr", self.inner_lr, "must be positive", "> 0")
     if self.eval_inner_steps is not None and self.eval_inner_steps <= 0:
-      raise ConfigError("maml.eval_inner_steps", self.eval_inner_steps, "must be positive",
+      raise ConfigError("learner.eval_inner_steps", self.eval_inner_steps, "must be positive",
                         ">= 1, or None for inner_steps")
-    require_in("maml.learn_lr", self.learn_lr, LEARN_LR)
-    require_in("maml.batch_norm", self.batch_norm, BATCH_NORM)
-    require_in("maml.task_batching", self.task_batching, TASK_BATCHING)
-    require_in("maml.inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
-    require_in("maml.task", self.task, ("classification", "regression"))
+    require_in("learner.learn_lr", self.learn_lr, LEARN_LR)
+    require_in("learner.batch_norm", self.batch_norm, BATCH_NORM)
+    require_in("learner.task_batching", self.task_batching, TASK_BATCHING)
+    require_in("learner.inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
+    require_in("learner.task", self.task, ("classification", "regression"))
 
   @property
   def test_steps(self) -> int:
@@ -139,7 +142,7 @@ def _nest(flat: dict[tuple, Any]):
 class MAML:
   """MAML-family learner: `model` maps [n, ...] inputs to [n, num_ways] logits (or [n, D] regression).
 
-  MetaState.params = {'model': weights, 'log_lr': log inner rates (LSLR/Meta-SGD only),
+  TrainState.params = {'model': weights, 'log_lr': log inner rates (LSLR/Meta-SGD only),
   'bn': per-step BN scale/bias [S+1, ...] ('per_step' batch norm only)};
   model_state = the model's 'batch_stats' ([S+1, ...] per step in 'per_step' mode, unused otherwise).
   """
@@ -151,15 +154,8 @@ class MAML:
   def __post_init__(self):
     self.config.validate()
     if self.config.task == "classification" and not (self.num_ways or 0) > 0:
-      raise ConfigError("ways", self.num_ways, "MAML's classifier head fixes N: pass num_ways",
+      raise ConfigError("episodes.ways", self.num_ways, "MAML's classifier head fixes N: pass num_ways",
                         "the N of the N-way tasks, e.g. 5")
-
-  @property
-  def batch_norm(self) -> str:
-    if self.config.batch_norm == "transductive":
-      return "transductive: batch statistics of the current support/query set, in training and meta-test"
-    return ("per-step (MAML++ BNWB+BNRS): per-inner-step BN scale/bias and running statistics; "
-            "meta-test uses the running statistics (not transductive)")
 
   # ---------------------------------------------------------------- params
 
@@ -175,7 +171,7 @@ class MAML:
       head = self.config.head or keys[-1][0]  # Linen keeps creation order: the last module
       keys = [k for k in keys if k[0] == head]
       if not keys:
-        raise ConfigError("maml.head", head, "no top-level module of that name",
+        raise ConfigError("learner.head", head, "no top-level module of that name",
                           ", ".join(sorted({k[0] for k in flat_model})))
     return keys
 
@@ -190,7 +186,7 @@ class MAML:
                         "a model for this input shape") from None
     if self.config.task == "classification":
       if out.ndim != 2 or out.shape[-1] != self.num_ways:
-        raise ConfigError("ways", self.num_ways,
+        raise ConfigError("episodes.ways", self.num_ways,
                           f"the model outputs {tuple(out.shape[1:])} per example, not {self.num_ways} logits",
                           f"a model with num_outputs={self.num_ways}")
     elif out.shape != y.shape:
@@ -198,7 +194,7 @@ class MAML:
                         f"its output {tuple(out.shape)} does not match the targets {tuple(y.shape)}",
                         "num_outputs = the target size")
 
-  def init(self, key: jax.Array, tasks: Tasks) -> MetaState:
+  def init(self, key: jax.Array, tasks: Tasks) -> TrainState:
     """Meta-parameters from the first task of `tasks` (shapes only are used)."""
     c = self.config
     self._check_model(key, tasks.support_x[0], tasks.support_y[0])
@@ -220,8 +216,7 @@ class MAML:
       meta["log_lr"] = _nest({k: jnp.full((c.inner_steps,), log_lr, jnp.float32) for k in adapted})
     elif c.learn_lr == "per_param":
       meta["log_lr"] = _nest({k: jnp.full(flat[k].shape, log_lr, flat[k].dtype) for k in adapted})
-    return MetaState(step=jnp.zeros((), jnp.int32), params=meta, model_state=model_state,
-                     opt_state=self.optimizer.init(meta))
+    return TrainState.create(meta, self.optimizer, model_state)
 
   # ---------------------------------------------------------------- one task
 
@@ -262,25 +257,17 @@ class MAML:
       return {k: jnp.exp(v[jnp.minimum(s, c.inner_steps - 1)]) for k, v in log_lr.items()}
     return {k: jnp.exp(v) for k, v in log_lr.items()}
 
-  def adapt(self, meta, model_state, sx, sy, qx, qy, num_steps: int, train: bool,
-            every_step: bool):
-    """Runs `num_steps` inner steps on the support set (sx [n, ...], sy [n]) and scores the query set.
-
-    Returns (loss, accuracy, stats): loss/accuracy are [num_steps + 1] (after 0..num_steps
-    steps) if `every_step`, else [1] (after num_steps); stats: per-step batch_stats
-    [inner_steps + 1, ...] ('per_step' BN in training) or None.
-    """
+  def _inner(self, meta, model_state, sx, sy, train: bool):
+    """The inner update on the support set (sx [n, ...], sy [n]): (step, carry) with
+    `step((fast, opt_state), s) -> ((fast, opt_state), batch_stats after the pass or None)`."""
     c = self.config
-    fast = {k: _flat(meta["model"])[k] for k in self._adapted_keys(_flat(meta["model"]))}
+    flat = _flat(meta["model"])
+    fast = {k: flat[k] for k in self._adapted_keys(flat)}
     direction = INNER_OPTIMIZERS[c.inner_optimizer]()
 
     def support_loss(fast, s):
       out, stats = self._forward(meta, model_state, fast, sx, s, train)
       return self._metrics(out, sy)[0], stats
-
-    def query(fast, s):
-      out, stats = self._forward(meta, model_state, fast, qx, s, train)
-      return self._metrics(out, qy), stats
 
     def step(carry, s):
       fast, opt_state = carry
@@ -290,15 +277,37 @@ class MAML:
       updates, opt_state = direction.update(grads, opt_state, fast)
       lr = self._lr(meta, s)
       fast = {k: w - (c.inner_lr if lr is None else lr[k]) * updates[k] for k, w in fast.items()}
-      q = query(fast, s + 1)[0] if every_step else (jnp.zeros(()), jnp.zeros(()))
-      return (fast, opt_state), (q, stats)
+      return (fast, opt_state), stats
+
+    return step, (fast, direction.init(fast))
+
+  def adapt(self, meta, model_state, sx, sy, qx, qy, num_steps: int, train: bool,
+            every_step: bool):
+    """Runs `num_steps` inner steps on the support set (sx [n, ...], sy [n]) and scores the query set.
+
+    Returns (loss, accuracy, stats): loss/accuracy are [num_steps + 1] (after 0..num_steps
+    steps) if `every_step`, else [1] (after num_steps); stats: per-step batch_stats
+    [inner_steps + 1, ...] ('per_step' BN in training) or None.
+    """
+    c = self.config
+    inner, carry = self._inner(meta, model_state, sx, sy, train)
+    initial = carry[0]
+
+    def query(fast, s):
+      out, stats = self._forward(meta, model_state, fast, qx, s, train)
+      return self._metrics(out, qy), stats
+
+    def step(carry, s):
+      carry, stats = inner(carry, s)
+      q = query(carry[0], s + 1)[0] if every_step else (jnp.zeros(()), jnp.zeros(()))
+      return carry, (q, stats)
 
     if c.remat:
       step = jax.checkpoint(step)
-    (fast, _), (qs, stats) = jax.lax.scan(step, (fast, direction.init(fast)), jnp.arange(num_steps),
+    (fast, _), (qs, stats) = jax.lax.scan(step, carry, jnp.arange(num_steps),
                                           unroll=c.unroll and not c.remat)
     if every_step:
-      (l0, a0), _ = query({k: _flat(meta["model"])[k] for k in fast}, 0)
+      (l0, a0), _ = query(initial, 0)
       loss, acc = jnp.concatenate([l0[None], qs[0]]), jnp.concatenate([a0[None], qs[1]])
       last_stats = query(fast, num_steps)[1] if stats is not None else None
     else:
@@ -307,6 +316,14 @@ class MAML:
     if stats is not None:  # stats of support passes 0..S-1, then of the final query pass
       stats = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), stats, last_stats)
     return loss, acc, stats
+
+  def predict(self, state: TrainState, sx, sy, qx) -> jax.Array:
+    """One task: outputs on the queries qx [Q, ...] ([Q, num_ways] logits, or [Q, D]) after
+    `test_steps` inner steps on the support set (sx [n, ...], sy [n]), as at meta-test."""
+    c = self.config
+    inner, carry = self._inner(state.params, state.model_state, sx, sy, train=False)
+    (fast, _), _ = jax.lax.scan(inner, carry, jnp.arange(c.test_steps), unroll=c.unroll)
+    return self._forward(state.params, state.model_state, fast, qx, c.test_steps, train=False)[0]
 
   def _over_tasks(self, fn, tasks: Tasks):
     if self.config.task_batching == "vmap":
@@ -337,7 +354,7 @@ class MAML:
         lambda a: a.mean(0), stats["batch_stats"])}
     return objective.mean(), (loss.mean(), acc.mean(), new_state)
 
-  def meta_gradient(self, state: MetaState, tasks: Tasks):
+  def meta_gradient(self, state: TrainState, tasks: Tasks):
     """(meta-gradient w.r.t. state.params, metrics, new model_state) of one meta-batch."""
     (_, (loss, acc, model_state)), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(
         state.params, state.model_state, tasks, state.step)
@@ -346,16 +363,13 @@ class MAML:
       metrics["accuracy"] = acc
     return grads, metrics, model_state
 
-  def train_step(self, state: MetaState, tasks: Tasks, key: jax.Array):
+  def train_step(self, state: TrainState, tasks: Tasks, key: jax.Array):
     """One outer step on a meta-batch ([B, ...] tasks) -> (state, {'loss', 'accuracy'})."""
     del key  # deterministic given the tasks
     grads, metrics, model_state = self.meta_gradient(state, tasks)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          model_state=model_state, opt_state=opt_state)
-    return state, metrics
+    return state.apply_gradients(grads, self.optimizer, model_state=model_state), metrics
 
-  def eval_step(self, state: MetaState, tasks: Tasks, key: jax.Array) -> dict:
+  def eval_step(self, state: TrainState, tasks: Tasks, key: jax.Array) -> dict:
     """Per-task query metrics after adapting on the support set.
 
     classification: 'accuracy', 'loss' [B] after `eval_inner_steps`; 'accuracy_by_step',
@@ -373,77 +387,33 @@ class MAML:
     return {"accuracy": acc[:, c.test_steps], "loss": loss[:, c.test_steps],
             "accuracy_by_step": acc, "loss_by_step": loss}
 
-  # ---------------------------------------------------------------- report
+  # ---------------------------------------------------------------- accessors
 
-  def learning_rates(self, state: MetaState) -> dict[str, Any]:
+  def learning_rates(self, state: TrainState) -> dict[str, Any]:
     """'layer/param' -> learned inner rates: [S] (LSLR) or the per-entry array (Meta-SGD)."""
     if self.config.learn_lr == "none":
       return {}
     return {"/".join(k): jnp.exp(v) for k, v in _flat(jax.device_get(state.params["log_lr"])).items()}
 
-  def report_extras(self, state: MetaState, workdir: str) -> str:
-    """Markdown on the inner loop; for learned rates a plot of rate by layer and step."""
-    c = self.config
-    lines = ["## Inner loop", "",
-             f"- {c.inner_steps} inner step(s) in training, {c.test_steps} at meta-test; "
-             f"alpha = {c.inner_lr}; direction: {c.inner_optimizer}; "
-             f"{'first' if c.first_order else 'second'} order; "
-             f"adapted: {'head only (ANIL)' if c.head_only else 'all weights'}; "
-             f"learned rates: {c.learn_lr}; multi-step loss: {c.multi_step_loss}; "
-             f"batch norm: {c.batch_norm}"]
-    rates = self.learning_rates(state)
-    if not rates:
-      return "\n".join(lines)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    rows = []
-    for name, r in rates.items():
-      r = np.asarray(r)
-      if c.learn_lr == "per_layer_step":
-        ax.plot(np.arange(1, len(r) + 1), r, marker="o", label=name)
-        rows.append(f"| {name} | " + ", ".join(f"{v:.4g}" for v in r) + " |")
-      else:
-        rows.append(f"| {name} | {r.mean():.4g} | {np.median(r):.4g} | {r.min():.4g} | {r.max():.4g} |")
-    if c.learn_lr == "per_layer_step":
-      ax.set_xlabel("inner step")
-      header = ["| tensor | rate per step |", "|---|---|"]
-    else:
-      names = list(rates)
-      data = [np.asarray(rates[n]).ravel() for n in names]
-      ax.boxplot(data, showfliers=False)
-      ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=7)
-      header = ["| tensor | mean | median | min | max |", "|---|---|---|---|---|"]
-    ax.axhline(c.inner_lr, color="k", ls=":", label=f"init {c.inner_lr}")
-    ax.set_yscale("log")
-    ax.set_ylabel("inner learning rate")
-    ax.set_title("learned inner learning rates (Meta-SGD: per entry, all steps)"
-                 if c.learn_lr == "per_param" else "learned inner learning rates (LSLR)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "inner_lr.png"))
-    plt.close(fig)
-    lines += ["", "### Learned inner learning rates", "", "![inner learning rates](inner_lr.png)", "",
-              *header, *rows]
-    return "\n".join(lines)
 
+def build(cfg, model_fn, optimizer: optax.GradientTransformation, ways: int, task: str) -> MAML:
+  """The MAML-family learner of `cfg` (the `learner` sub-config: `name` and MAMLConfig fields).
 
-def build(config, task_kind: str) -> MAML:
-  """The learner `config.algorithm` (maml, fomaml, anil, lslr, metasgd) with `config.maml` overrides."""
-  from metajax import models
-  from metajax.optim import make_optimizer
-  require_in("algorithm", config.algorithm, VARIANTS)
-  kw = dict(VARIANTS[config.algorithm])
-  fields = {f.name for f in dataclasses.fields(MAMLConfig)}
-  for key, value in dict(config.get("maml", {})).items():
+  model_fn(num_outputs) -> the model; `ways` fixes the head (classification); `task`:
+  'classification' or 'regression' (from the data). A flag that `VARIANTS[cfg.name]` sets
+  must hold its value there: `name='fomaml'` with `first_order=False` is refused.
+  """
+  cfg = dict(cfg)
+  name = cfg.pop("name")
+  require_in("learner.name", name, VARIANTS)
+  fields = {f.name for f in dataclasses.fields(MAMLConfig)} - {"task"}
+  for key, value in cfg.items():
     if key not in fields:
-      raise ConfigError(f"maml.{key}", value, "unknown MAML option", ", ".join(sorted(fields)))
-    if value is not None or key in ("eval_inner_steps", "head"):
-      kw[key] = value
-  kw["task"] = task_kind
-  cfg = MAMLConfig(**kw)
-  num_ways = config.ways if task_kind == "classification" else None
-  model = models.make(config.model, num_ways if num_ways else 1, **config.get("model_kwargs", {}))
-  return MAML(model=model, optimizer=make_optimizer(config.optimizer), config=cfg, num_ways=num_ways)
+      raise ConfigError(f"learner.{key}", value, "unknown MAML option", ", ".join(sorted(fields)))
+  for key, value in VARIANTS[name].items():
+    if cfg.get(key, value) != value:
+      raise ConfigError(f"learner.{key}", cfg[key], f"learner.name={name!r} sets it",
+                        f"{value!r}, or another learner.name")
+  config = MAMLConfig(**{**VARIANTS[name], **cfg, "task": task})
+  num_ways = ways if task == "classification" else None
+  return MAML(model=model_fn(num_ways or 1), optimizer=optimizer, config=config, num_ways=num_ways)
