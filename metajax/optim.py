@@ -79,6 +79,8 @@ def schedule(cfg, steps: int) -> optax.Schedule:
   over the last `decay_fraction` of `steps` ('wsd'), or `decay_rate` every `decay_every`
   steps ('step')."""
   warmup = max(1, cfg.warmup_steps)
+  if cfg.schedule == "cosine" and not cfg.warmup_steps:  # no warmup: 1 at the first step, not 0
+    return optax.cosine_decay_schedule(1.0, max(steps, 1))
   if cfg.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(steps, cfg.warmup_steps + 1))
   if cfg.schedule == "step":
