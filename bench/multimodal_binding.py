@@ -17,14 +17,14 @@ import json
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from metajax.data import sort_of_clevr as soc  # noqa: E402
-from metajax.multimodal.model import ModelConfig, MultimodalTransformer  # noqa: E402
+from metajax.multimodal.model import ModelConfig, MultimodalTransformer, example_batch  # noqa: E402
 from metajax.multimodal.tokenize import encode, train_tokenizer  # noqa: E402
 
 
@@ -44,16 +44,19 @@ def main():
             dim=64, depth=2, heads=4, mlp_dim=128, num_classes=10, num_regression=2,
             vocab_size=tok.vocab_size)
   kw.update(spec.get("model", {}))
-  model = MultimodalTransformer(ModelConfig(**kw), rngs=nnx.Rngs(spec.get("seed", 0)))
-  opt = nnx.Optimizer(model, optax.adam(spec.get("lr", 1e-3)), wrt=nnx.Param)
+  cfg = ModelConfig(**kw)
+  model = MultimodalTransformer(cfg)
+  params = model.init(jax.random.key(spec.get("seed", 0)), example_batch(cfg))["params"]
+  tx = optax.adam(spec.get("lr", 1e-3))
+  opt_state = tx.init(params)
 
-  @nnx.jit
-  def step(model, opt, batch, target):
-    def loss(m):
-      return ((m(batch)["regression"] - target) ** 2).mean()
-    value, grads = nnx.value_and_grad(loss)(model)
-    opt.update(model, grads)
-    return value
+  @jax.jit
+  def step(params, opt_state, batch, target):
+    def loss(p):
+      return ((model.apply({"params": p}, batch)["regression"] - target) ** 2).mean()
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
 
   bs, seed = spec.get("bs", 32), spec.get("seed", 0)
   for i in range(spec.get("steps", 400)):
@@ -63,7 +66,7 @@ def main():
     q = pool[np.random.default_rng([seed, i] if seed else i).integers(0, len(pool), bs)]
     batch = {"image": jnp.asarray(d["images"][d["q_image"][q]]), "text": jnp.asarray(ids[q]),
              "text_mask": jnp.asarray(mask[q])}
-    mse = step(model, opt, batch, jnp.asarray(xy[q]))
+    params, opt_state, mse = step(params, opt_state, batch, jnp.asarray(xy[q]))
     if (i + 1) % 50 == 0:
       print(json.dumps({"step": i + 1, "colours": k, "mse": round(float(mse), 4)}), flush=True)
 

@@ -17,14 +17,13 @@ import time
 import jax
 import numpy as np
 import optax
-from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs.multimodal_sortofclevr import get_config  # noqa: E402
 from metajax import parallel
 from metajax.data import sort_of_clevr as soc
 from metajax.multimodal import train as mt
-from metajax.multimodal.model import MODALITIES, MultimodalTransformer
+from metajax.multimodal.model import MODALITIES, MultimodalTransformer, example_batch
 from metajax.multimodal.tokenize import encode, train_tokenizer
 
 
@@ -46,13 +45,14 @@ def main():
     fusion, dtype = variant.split(":")
     config.model.fusion, config.model.dtype = fusion, dtype
     mcfg = mt.model_config(config, tok.vocab_size)
-    graphdef, params = nnx.split(MultimodalTransformer(mcfg, rngs=nnx.Rngs(0)))
-    params = nnx.to_pure_dict(params)
+    model = MultimodalTransformer(mcfg)
+    params = model.init(jax.random.key(0), example_batch(mcfg))["params"]
     tx = optax.adamw(1e-3)
     state = parallel.replicate(mt.TrainState(jax.numpy.zeros((), jax.numpy.int32), params,
                                              tx.init(params)), mesh)
-    step = mt.make_train_step(graphdef, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0)
     r = config.train.questions_per_image
+    step = mt.make_train_step(model, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0,
+                              questions_per_scene=r)
     idx = [mt.scene_indices(0, i, bs, r, split.by_image) for i in range(args.steps + 1)]
     batches = [parallel.shard_batch({**split.batch(q, r), "weight": np.ones(bs, np.float32)},
                                     mesh) for q in idx]

@@ -2,18 +2,21 @@
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from metajax.data import sort_of_clevr as soc
 from metajax.errors import ConfigError
 from metajax.meta.protonet import prototypes
 from metajax.multimodal import (ModelConfig, MultimodalTransformer, Preprocessor, TableSchema,
-                                encode, load_tokenizer, train_tokenizer)
+                                check_batch, check_values, encode, example_batch, load_tokenizer,
+                                train_tokenizer)
 from metajax.multimodal import fewshot
 from metajax.data.episodes import EpisodeSpec
 
@@ -92,21 +95,31 @@ def test_cache_is_reused_and_a_corrupt_cache_is_rebuilt(tmp_path):
 
 
 # --- model ---------------------------------------------------------------------------------
+def _init(cfg=TINY, seed=0):
+  """(model, params) of `cfg`."""
+  model = MultimodalTransformer(cfg)
+  return model, model.init(jax.random.key(seed), example_batch(cfg))["params"]
+
+
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
   cfg = ModelConfig(**{**TINY.__dict__, "fusion": fusion})
-  model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
+  model, params = _init(cfg)
+  run = lambda b: model.apply({"params": params}, b)
   batch = _batch(scenes, tok)
-  full = model(batch)
+  full = run(batch)
   assert full["logits"].shape == (4, 10) and full["regression"].shape == (4, 2)
   assert full["embedding"].shape == (4, 16)
   # Table absent for examples 0 and 2 (mask) == table keys left out entirely.
   present = jnp.array([[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]], bool)
-  masked = model({**batch, "present": present})["logits"]
-  no_table = model({k: v for k, v in batch.items() if not k.startswith("table")})["logits"]
+  masked = run({**batch, "present": present})["logits"]
+  no_table = run({k: v for k, v in batch.items() if not k.startswith("table")})["logits"]
   np.testing.assert_allclose(masked[::2], no_table[::2], atol=1e-5)
   np.testing.assert_allclose(masked[1::2], full["logits"][1::2], atol=1e-5)
   assert not np.allclose(full["logits"][0], no_table[0], atol=1e-5)  # the table matters
+  # init on one modality still builds every parameter (a later batch may hold all three).
+  text_only = model.init(jax.random.key(0), {k: batch[k] for k in ("text", "text_mask")})
+  assert jax.tree.structure(text_only["params"]) == jax.tree.structure(params)
 
 
 @pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8)),
@@ -115,30 +128,48 @@ def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
                                 dict(image_depth=1, image_pos="sincos")])
 def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scenes, tok, kw):
   cfg = ModelConfig(**{**TINY.__dict__, **kw})
-  model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
+  model, params = _init(cfg)
   batch = _batch(scenes, tok)
+  logits = lambda b, r=1: model.apply({"params": params}, b, questions_per_scene=r)["logits"]
   if cfg.text_condition == "film":  # zero-initialised (identity): make it act
-    before = model(batch)["logits"]
-    film = model.text_film.kernel
-    film[...] = jax.random.normal(jax.random.key(1), film.shape)
-    assert not np.allclose(model(batch)["logits"], before, atol=1e-4)
+    before = logits(batch)
+    film = params["text_film"]["kernel"]
+    params = {**params, "text_film": {**params["text_film"],
+                                      "kernel": jax.random.normal(jax.random.key(1), film.shape)}}
+    assert not np.allclose(logits(batch), before, atol=1e-4)
   # Two images, two questions each: images and tables given once per image.
   shared = {k: (v[::2] if k == "image" or k.startswith("table") else v) for k, v in batch.items()}
   repeated = {k: (jnp.repeat(v[::2], 2, 0) if k == "image" or k.startswith("table") else v)
               for k, v in batch.items()}
-  np.testing.assert_allclose(model(shared)["logits"], model(repeated)["logits"], atol=1e-5)
+  np.testing.assert_allclose(logits(shared, 2), logits(repeated), atol=1e-5)
   present = jnp.array([[1, 0, 1]] * 4, bool)
   no_text = {k: v for k, v in batch.items() if not k.startswith("text")}
-  np.testing.assert_allclose(model({**batch, "present": present})["logits"],
-                             model(no_text)["logits"], atol=1e-5)
-  with pytest.raises(ConfigError, match="divisor of 4"):
-    model({**batch, "image": batch["image"][:3]})
+  np.testing.assert_allclose(logits({**batch, "present": present}), logits(no_text), atol=1e-5)
+  with pytest.raises(ConfigError, match=r"batch.image.*leading size 3.*4 rows"):
+    logits({**batch, "image": batch["image"][:3]})
   # Shared images alone (an image-only model): `present` gives the number of examples.
   ones = jnp.ones((4, 3), bool)
-  np.testing.assert_allclose(model({"image": shared["image"], "present": ones})["logits"],
-                             model({"image": repeated["image"], "present": ones})["logits"],
-                             atol=1e-5)
-  assert model({"image": shared["image"], "present": ones})["logits"].shape == (4, 10)
+  np.testing.assert_allclose(logits({"image": shared["image"], "present": ones}, 2),
+                             logits({"image": repeated["image"], "present": ones}), atol=1e-5)
+  assert logits({"image": shared["image"], "present": ones}, 2).shape == (4, 10)
+
+
+def test_fused_attention_equals_the_explicit_masked_softmax():
+  from metajax.multimodal.model import attention
+  kq, kk, kv, km = jax.random.split(jax.random.key(0), 4)
+  b, t, s, h, dh = 3, 4, 7, 2, 8
+  q = jax.random.normal(kq, (b, t, h, dh))
+  k, v = jax.random.normal(kk, (b, s, h, dh)), jax.random.normal(kv, (b, s, h, dh))
+  mask = jax.random.bernoulli(km, 0.6, (b, s)).at[:, 0].set(True)
+  # The formula the model used before: heads first, float32 logits, -1e9 on hidden keys.
+  qh, kh, vh = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+  logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh).astype(jnp.float32) / jnp.sqrt(dh)
+  logits = jnp.where(mask[:, None, None, :], logits, -1e9)
+  ref = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(logits, -1), vh).transpose(0, 2, 1, 3)
+  np.testing.assert_allclose(attention(q, k, v, mask), ref, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(attention(q, k, v), ref, atol=1e-3)  # the mask matters
+  np.testing.assert_allclose(attention(q, k, v, jnp.ones((b, s), bool)),
+                             attention(q, k, v), rtol=1e-6, atol=1e-6)
 
 
 def test_colour_curriculum_adds_one_colour_per_stage():
@@ -173,14 +204,19 @@ def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
   # Evaluation runs whole images at a time; its answers equal one question at a time.
   from metajax import parallel
   from metajax.multimodal.train import evaluate, make_predict
-  graphdef, params = nnx.split(MultimodalTransformer(TINY, rngs=nnx.Rngs(0)))
-  predict, mesh = make_predict(graphdef), parallel.make_mesh()
+  model, params = _init()
+  predict, mesh = make_predict(model), parallel.make_mesh()
   idx = np.array([3, 40, 41, 200])
   acc, emb = evaluate(predict, params, split, mesh, 64, indices=idx, want_embeddings=True)
   one = [predict(params, split.batch(idx[i:i + 1]), np.ones((1, 3), bool)) for i in range(4)]
   correct = np.array([int(p[0]) for p, _ in one]) == scenes["q_answer"][idx]
   assert acc["all"] == correct.mean()
   np.testing.assert_allclose(emb, np.concatenate([np.asarray(e) for _, e in one]), atol=1e-5)
+  # The predict entry checks values on the host before running the model.
+  bad = split.batch(idx[:1])
+  bad["text"] = bad["text"] + TINY.vocab_size
+  with pytest.raises(ConfigError, match="batch.text.*vocab_size=256"):
+    predict(params, bad, np.ones((1, 3), bool))
   # One epoch of steps visits every image once.
   seen = np.concatenate([scenes["q_image"][scene_indices(0, s, 8, 4, split.by_image)][::4]
                          for s in range(6)])
@@ -189,11 +225,62 @@ def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
 
 def test_bf16_compute_runs_close_to_float32(scenes, tok):
   batch = _batch(scenes, tok)
-  f32 = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))(batch)["logits"]
-  bf16 = MultimodalTransformer(ModelConfig(**{**TINY.__dict__, "dtype": "bfloat16"}),
-                               rngs=nnx.Rngs(0))(batch)["logits"]
+  model, params = _init(TINY)
+  f32 = model.apply({"params": params}, batch)["logits"]
+  model16, params16 = _init(ModelConfig(**{**TINY.__dict__, "dtype": "bfloat16"}))
+  bf16 = model16.apply({"params": params16}, batch)["logits"]
   assert bf16.dtype == jnp.float32
   np.testing.assert_allclose(bf16, f32, atol=0.1)
+
+
+SHARDED_STEP = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from metajax import parallel
+    from metajax.multimodal import ModelConfig, MultimodalTransformer, example_batch
+    from metajax.multimodal.train import TrainState, make_train_step
+    assert jax.device_count() == 8, jax.devices()
+
+    cfg = ModelConfig(image_shape=(16, 16, 3), stem_channels=(4, 4), vocab_size=32,
+                      max_text_len=6, table_categorical=(3,), table_numeric=2, table_rows=2,
+                      dim=16, depth=1, heads=2, mlp_dim=32, num_classes=5, num_regression=2)
+    rng = np.random.default_rng(0)
+    b, r = 16, 2  # 8 scenes x 2 questions: one scene per device
+    batch = {"image": rng.integers(0, 256, (b // r, 16, 16, 3)).astype(np.uint8),
+             "text": rng.integers(0, 32, (b, 6)).astype(np.int32),
+             "text_mask": rng.random((b, 6)) < 0.8,
+             "table_cat": rng.integers(0, 3, (b // r, 2, 1)).astype(np.int32),
+             "table_num": rng.normal(size=(b // r, 2, 2)).astype(np.float32),
+             "table_mask": rng.random((b // r, 2)) < 0.7,
+             "answer": rng.integers(0, 5, b), "target_xy": rng.random((b, 2)).astype(np.float32),
+             "weight": np.ones(b, np.float32)}
+    model = MultimodalTransformer(cfg)
+    params = jax.device_get(model.init(jax.random.key(0), example_batch(cfg))["params"])
+    tx = optax.sgd(0.1)  # SGD: Adam's first step would amplify float-order noise in ~0 grads
+
+    def one_step(n):
+      mesh = parallel.make_mesh(n)
+      step = make_train_step(model, tx, (0.2, 0.1, 0.3), 1.0, questions_per_scene=r)
+      state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
+                                 mesh)
+      state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.key(1))
+      assert state.params["classifier"]["kernel"].sharding.num_devices == n
+      return jax.device_get(state.params), jax.device_get(metrics)
+
+    (p1, m1), (p8, m8) = one_step(1), one_step(8)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p8)
+    np.testing.assert_allclose(m1["train/loss"], m8["train/loss"], rtol=1e-5)
+    assert not np.allclose(p1["classifier"]["kernel"], params["classifier"]["kernel"])
+    print("OK")
+""")
+
+
+def test_train_step_on_8_devices_equals_1_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", SHARDED_STEP], env=env, capture_output=True,
+                     text=True, timeout=300,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -207,9 +294,9 @@ def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog)
     pre(images=np.zeros((2, 64, 64, 3), np.uint8))
   with pytest.raises(ConfigError, match=r"75, 75, 3"):
     pre(images=np.zeros((2, 75, 75, 1), np.uint8))
-  model = MultimodalTransformer(TINY, rngs=nnx.Rngs(0))
+  model, params = _init()
   with pytest.raises(ConfigError, match=r"75, 75, 3"):
-    model({"image": jnp.zeros((1, 75, 75, 4))})
+    model.apply({"params": params}, {"image": jnp.zeros((1, 75, 75, 4))})
   with pytest.raises(ConfigError, match="must divide the image size 75x75.*15, 25"):
     ModelConfig(stem="patch", patch=7).validate()
   long = "what shape is the red object " * 5
@@ -225,8 +312,9 @@ def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog)
   with pytest.raises(ConfigError, match="<= 3 rows"):
     pre(tables=[[dict(colour="red", shape="circle", x=0, y=0, weight=0)] * 4])
   with pytest.raises(ConfigError, match="3 rows, 3 columns"):
-    model({"table_num": jnp.zeros((1, 3, 2)), "table_cat": jnp.zeros((1, 3, 2), jnp.int32),
-           "table_mask": jnp.ones((1, 3), bool)})
+    model.apply({"params": params},
+                {"table_num": jnp.zeros((1, 3, 2)), "table_cat": jnp.zeros((1, 3, 2), jnp.int32),
+                 "table_mask": jnp.ones((1, 3), bool)})
   # A saved tokenizer reloads through PreTrainedTokenizerFast and encodes the same ids.
   tok.save_pretrained(str(tmp_path / "tok"))
   again = load_tokenizer(str(tmp_path / "tok"))
@@ -236,15 +324,72 @@ def test_bad_inputs_fail_naming_what_was_expected(scenes, tok, tmp_path, caplog)
     load_tokenizer(str(tmp_path / "missing"))
 
 
-def test_tokenizer_training_is_deterministic_and_spells_unseen_words(scenes):
-  # The WordPiece trainer breaks ties differently from run to run; the vocabulary we keep
-  # must not (without canonical ids, runs of one config trained different embeddings).
-  texts = sorted(set(scenes["q_text"].tolist()))
-  vocabs = [train_tokenizer(texts, 256).get_vocab() for _ in range(6)]
-  assert all(v == vocabs[0] for v in vocabs)
-  assert [vocabs[0][t] for t in ("[PAD]", "[UNK]")] == [0, 1]
-  tok = train_tokenizer(texts, 256)
-  assert "[UNK]" not in tok.tokenize("what shape is the purple thing?")
+@pytest.mark.parametrize("r,change,match", [
+    (2, {}, r"batch.image.*leading size 4.*questions_per_scene 2.*2 rows"),  # scenes not shared
+    (1, {"table_mask": 2}, r"batch.table_mask.*leading size 2.*4 rows"),
+    (1, {"present": 3}, r"batch.present.*leading size 3.*text has 4.*4 rows"),
+    (4, {"text": 6, "text_mask": 6, "image": 1, "table_cat": 1, "table_num": 1,
+         "table_mask": 1, "present": 6},
+     r"batch.text.*leading size 6.*questions_per_scene=4.*multiple of 4"),
+    (0, {}, r"questions_per_scene.*int >= 1")])
+def test_leading_sizes_must_match_questions_per_scene(scenes, tok, r, change, match):
+  model, params = _init()
+  batch = {**_batch(scenes, tok), "present": jnp.ones((4, 3), bool)}
+  batch = {k: jnp.resize(v, (change[k],) + v.shape[1:]) if k in change else v
+           for k, v in batch.items()}
+  with pytest.raises(ConfigError, match=match):
+    model.apply({"params": params}, batch, questions_per_scene=r)
+  with pytest.raises(ConfigError, match=match):  # the same check, without the model
+    check_batch(TINY, batch, r)
+
+
+def test_nan_or_none_table_cells_are_refused(scenes, tok):
+  batch = {k: np.asarray(v) for k, v in _batch(scenes, tok).items()}
+  check_values(TINY, batch)  # a clean batch passes
+  for row in (0, 2):  # a masked row too: NaN values poison the attention even there
+    num = batch["table_num"].copy()
+    num[1, row, 2] = np.nan
+    with pytest.raises(ConfigError, match=rf"batch.table_num.*nan at \[1, {row}, 2\].*left out"):
+      check_values(TINY, {**batch, "table_num": num})
+  num = batch["table_num"].astype(object)
+  num[0, 0, 1] = None
+  with pytest.raises(ConfigError, match=r"None at \[0, 0, 1\].*left out.*table_mask"):
+    check_values(TINY, {**batch, "table_num": num})
+  pre = Preprocessor((75, 75, 3), tok, 16, TableSchema(soc.TABLE_CATEGORICAL, soc.TABLE_NUMERIC, 3))
+  for missing in (None, float("nan")):
+    with pytest.raises(ConfigError, match=r"row 0 column 'weight'.*left out of the table"):
+      pre(tables=[[dict(colour="red", shape="circle", x=1, y=2, weight=missing)]])
+
+
+def test_float_images_outside_0_1_are_refused(scenes, tok):
+  pre = Preprocessor((75, 75, 3), tok, 16)
+  pre(images=scenes["images"][:2] / 255.0)  # float 0..1 passes
+  with pytest.raises(ConfigError,
+                     match=r"batch.image.*float64 values in \[[\d.]+, [\d.]+\].*float in \[0, 1\]"):
+    pre(images=scenes["images"][:2].astype(np.float64))
+  with pytest.raises(ConfigError, match=r"batch.image.*-0.5"):
+    check_values(TINY, {"image": np.full((1, 75, 75, 3), -0.5, np.float32)})
+  with pytest.raises(ConfigError, match=r"batch.image.*nan"):
+    check_values(TINY, {"image": np.full((1, 75, 75, 3), np.nan, np.float32)})
+
+
+@pytest.mark.parametrize("bad_id", [256, 10**6, -1])
+def test_token_ids_outside_the_vocabulary_are_refused(scenes, tok, bad_id):
+  batch = {k: np.asarray(v) for k, v in _batch(scenes, tok).items()}
+  text = batch["text"].copy()
+  text[2, 5] = bad_id
+  with pytest.raises(ConfigError, match=rf"batch.text.*token id {bad_id} at \[2, 5\].*0..255"):
+    check_values(TINY, {**batch, "text": text})
+
+
+@pytest.mark.parametrize("column,bad_id,valid", [(0, 6, "0..5"), (1, 2, "0..1"), (1, -1, "0..1")])
+def test_categorical_ids_outside_their_column_are_refused(scenes, tok, column, bad_id, valid):
+  batch = {k: np.asarray(v) for k, v in _batch(scenes, tok).items()}
+  cat = batch["table_cat"].copy()
+  cat[3, 1, column] = bad_id
+  with pytest.raises(ConfigError, match=rf"batch.table_cat.*id {bad_id} at \[3, 1, {column}\]"
+                                        rf".*column {column} has.*{valid} in column {column}"):
+    check_values(TINY, {**batch, "table_cat": cat})
 
 
 # --- few-shot head -------------------------------------------------------------------------

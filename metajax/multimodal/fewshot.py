@@ -14,7 +14,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from metajax import report
 from metajax.data import sort_of_clevr as soc
@@ -54,13 +53,14 @@ def check(config, split) -> None:
         (len(soc.COLOURS), m), split="test ('closest' questions per colour)")
 
 
-def evaluate_closest_colour(config, mcfg, graphdef, params, predict, split, mesh) -> dict:
+def evaluate_closest_colour(config, mcfg, model, params, predict, split, mesh) -> dict:
   """ProtoNet accuracy (mean, 95% CI over episodes) on embeddings of the trained model and of
   the same architecture at random initialisation (the floor an untrained encoder gives)."""
-  from metajax.multimodal.model import MultimodalTransformer
+  from metajax.multimodal.model import MultimodalTransformer, example_batch
   from metajax.multimodal.train import evaluate
   idx, labels = closest_questions(split)
-  fresh = nnx.to_pure_dict(nnx.split(MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed + 1)))[1])
+  fresh = MultimodalTransformer(mcfg).init(jax.random.key(config.seed + 1),
+                                           example_batch(mcfg))["params"]
   fs = config.fewshot
   results = {}
   for name, p in (("trained", params), ("random init", fresh)):

@@ -4,20 +4,23 @@
   ...                    schema=TableSchema({'colour': ('red', 'blue')}, {'x': (0., 75.)}, 3))
   >>> batch = pre(images=imgs, texts=['what shape is the red object?'] * 2,
   ...             tables=[[{'colour': 'red', 'x': 10.0}], []])
-  >>> model(batch)['logits']
+  >>> model.apply({'params': params}, batch)['logits']
 
 Any of images / texts / tables may be None: that modality is left out of the batch
-and the model runs on the others.
+and the model runs on the others. Values the model would silently misread (a missing
+numeric cell, float images outside [0, 1]) are a ConfigError here (`checks.check_values`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from metajax.errors import ConfigError
+from metajax.multimodal.checks import check_values
 from metajax.multimodal.tokenize import encode
 
 
@@ -56,7 +59,13 @@ class TableSchema:
                               "unknown category", ", ".join(map(repr, self.categorical[col])))
           cat[i, j, k] = index[col][row[col]]
         for k, (col, (offset, scale)) in enumerate(self.numeric.items()):
-          num[i, j, k] = (float(row[col]) - offset) / scale
+          v = row[col]
+          if v is None or not math.isfinite(float(v)):
+            raise ConfigError(f"tables[{i}] row {j} column {col!r}", v,
+                              "a numeric cell must be a finite number; a row with a missing "
+                              "value should be left out of the table (absent rows are masked)",
+                              "a finite number")
+          num[i, j, k] = (float(v) - offset) / scale
         mask[i, j] = True
     return {"table_cat": cat, "table_num": num, "table_mask": mask}
 
@@ -91,4 +100,14 @@ class Preprocessor:
       if self.schema is None:
         raise ConfigError("tables", "given", "this model was trained without a table", "None")
       batch.update(self.schema.encode(tables))
+    check_values(self._limits(), batch)
     return batch
+
+  def _limits(self):
+    """The ModelConfig fields `check_values` reads, from this preprocessor's own."""
+    from metajax.multimodal.model import ModelConfig
+    s = self.schema
+    return ModelConfig(image_shape=tuple(self.image_shape), vocab_size=len(self.tokenizer),
+                       max_text_len=self.max_text_len,
+                       table_categorical=tuple(len(v) for v in s.categorical.values()) if s else (),
+                       table_numeric=len(s.numeric) if s else 0, table_rows=s.max_rows if s else 0)

@@ -1,5 +1,5 @@
-"""One Flax NNX transformer over image, text and table tokens (early fusion), and a
-late-fusion baseline of the same encoder size.
+"""One Flax Linen transformer over image, text and table tokens (early fusion), and a
+late-fusion baseline of the same encoder size; its params are a plain pytree.
 
 Tokens. Image: `stem='conv'` (default) runs stride-2 3x3 convolutions over the pixels
 with two coordinate channels appended (CoordConv), one token per cell of the final grid
@@ -11,12 +11,14 @@ merges m x m neighbouring cells into one token (fine grid in the image blocks, f
 tokens in the joint sequence); `image_queries=K` pools the grid into K learned-query
 tokens. Text: token embedding plus position. Table: one token per cell; a categorical cell
 is an embedding of its value, a numeric cell is `value * w_f + b_f` (per-feature linear),
-plus a column and a row embedding. Every
-token also gets its modality-type embedding; a CLS token leads the sequence.
+plus a column and a row embedding. Every token also gets its modality-type embedding; a
+CLS token leads the sequence.
 
-Shared scenes. A modality may come with fewer rows than the batch: with B examples and
-B / r images (or tables), image i serves examples i*r .. i*r + r - 1 and its tokens are
-built once (visual QA: many questions per image; the conv stem is most of the cost).
+Shared scenes. `model.apply(variables, batch, questions_per_scene=r)` (static, default 1):
+images and tables have B / r rows for the B rows of text and `present`; scene i serves
+examples i*r .. i*r + r - 1, its tokens built once (visual QA: many questions per image;
+the conv stem is most of the cost). Other sizes are a ConfigError (`checks.check_batch`);
+`checks.check_values` refuses, on the host, values the model would silently misread.
 
 Masks. A key mask hides padding (text pads, empty table rows) and absent modalities:
 `batch['present']` [B, 3] (image, text, table) drops a modality for some examples;
@@ -28,17 +30,18 @@ the pooled vectors of present modalities are concatenated and mixed by one dense
 
 Example (a researcher's own batch; see `inputs.Preprocessor` for raw images/strings/tables):
 
-  >>> import jax.numpy as jnp
-  >>> from flax import nnx
+  >>> import jax, jax.numpy as jnp
   >>> from metajax.multimodal import ModelConfig, MultimodalTransformer
   >>> cfg = ModelConfig(image_shape=(32, 32, 3), patch=8, vocab_size=100, max_text_len=8,
   ...                   table_categorical=(4,), table_numeric=2, table_rows=3,
   ...                   dim=32, depth=2, heads=4, num_classes=5, num_regression=1)
-  >>> model = MultimodalTransformer(cfg, rngs=nnx.Rngs(0))
-  >>> out = model({'image': jnp.zeros((2, 32, 32, 3), jnp.uint8),
-  ...              'text': jnp.ones((2, 8), jnp.int32), 'text_mask': jnp.ones((2, 8), bool),
-  ...              'table_cat': jnp.zeros((2, 3, 1), jnp.int32),
-  ...              'table_num': jnp.zeros((2, 3, 2)), 'table_mask': jnp.ones((2, 3), bool)})
+  >>> model = MultimodalTransformer(cfg)
+  >>> batch = {'image': jnp.zeros((2, 32, 32, 3), jnp.uint8),
+  ...          'text': jnp.ones((2, 8), jnp.int32), 'text_mask': jnp.ones((2, 8), bool),
+  ...          'table_cat': jnp.zeros((2, 3, 1), jnp.int32),
+  ...          'table_num': jnp.zeros((2, 3, 2)), 'table_mask': jnp.ones((2, 3), bool)}
+  >>> params = model.init(jax.random.key(0), batch)['params']
+  >>> out = model.apply({'params': params}, batch)
   >>> out['logits'].shape, out['regression'].shape, out['embedding'].shape
   ((2, 5), (2, 1), (2, 32))
 """
@@ -48,12 +51,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from einops import rearrange
-from flax import nnx
 
 from metajax.errors import ConfigError
+from metajax.multimodal.checks import check_batch, check_values  # noqa: F401 (re-exported)
 
 MODALITIES = ("image", "text", "table")
 
@@ -152,27 +156,39 @@ class ModelConfig:
     return gh * gw // self.image_merge ** 2
 
 
-class Block(nnx.Module):
+def _dtype(cfg: ModelConfig):
+  return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None
+              ) -> jax.Array:
+  """softmax(q k^T / sqrt(Dh)) v per head, keys where `key_mask` is False ignored.
+
+  q [B, T, H, Dh]; k, v [B, S, H, Dh]; key_mask [B, S] bool -> [B, T, H, Dh]. Through
+  `jax.nn.dot_product_attention` (logits and softmax in float32, fused kernels where the
+  backend has them).
+  """
+  mask = None if key_mask is None else key_mask[:, None, None, :]
+  return jax.nn.dot_product_attention(q, k, v, mask=mask)
+
+
+class Block(nn.Module):
   """Pre-LN transformer block: x + MHA(LN(x)), x + MLP(LN(x))."""
+  heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
 
-  def __init__(self, dim: int, heads: int, mlp_dim: int, dtype, *, rngs: nnx.Rngs):
-    self.heads = heads
-    self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
-    self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
-    self.fc1 = nnx.Linear(dim, mlp_dim, dtype=dtype, rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, dim, dtype=dtype, rngs=rngs)
-
+  @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     """x [B, S, D]; key_mask [B, S] bool (False: no token may attend to it)."""
-    q, k, v = rearrange(self.qkv(self.ln1(x)), "b s (t h d) -> t b h s d", t=3, h=self.heads)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
-    logits = jnp.where(key_mask[:, None, None, :], logits, -1e9)
-    attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    y = rearrange(jnp.einsum("bhqk,bhkd->bhqd", attn, v), "b h s d -> b s (h d)")
-    x = x + self.out(y).astype(x.dtype)
-    return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x)))).astype(x.dtype)
+    d = x.shape[-1]
+    qkv = nn.Dense(3 * d, dtype=self.dtype, name="qkv")(nn.LayerNorm(name="ln1")(x))
+    q, k, v = rearrange(qkv, "b s (t h d) -> t b s h d", t=3, h=self.heads)
+    y = rearrange(attention(q, k, v, key_mask), "b s h d -> b s (h d)")
+    x = x + nn.Dense(d, dtype=self.dtype, name="out")(y).astype(x.dtype)
+    h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(nn.LayerNorm(name="ln2")(x))
+    h = jax.nn.gelu(h)
+    return x + nn.Dense(d, dtype=self.dtype, name="fc2")(h).astype(x.dtype)
 
 
 def sincos_2d(rows: int, cols: int, dim: int) -> jax.Array:
@@ -190,125 +206,139 @@ def coord_grid(rows: int, cols: int) -> jax.Array:
   return jnp.stack([xx, yy], -1)
 
 
-def _param(rngs: nnx.Rngs, *shape: int, scale: float = 0.02) -> nnx.Param:
-  return nnx.Param(scale * jax.random.normal(rngs.params(), shape))
+def example_batch(cfg: ModelConfig, batch_size: int = 1, questions_per_scene: int = 1
+                  ) -> dict[str, jax.Array]:
+  """Zeros for every input of `cfg` (B = batch_size examples, B / questions_per_scene scenes)."""
+  b, s = batch_size, batch_size // questions_per_scene
+  out = {"image": jnp.zeros((s,) + tuple(cfg.image_shape), jnp.uint8),
+         "text": jnp.zeros((b, cfg.max_text_len), jnp.int32),
+         "text_mask": jnp.ones((b, cfg.max_text_len), bool)}
+  if cfg.table_categorical or cfg.table_numeric:
+    out["table_mask"] = jnp.ones((s, cfg.table_rows), bool)
+  if cfg.table_categorical:
+    out["table_cat"] = jnp.zeros((s, cfg.table_rows, len(cfg.table_categorical)), jnp.int32)
+  if cfg.table_numeric:
+    out["table_num"] = jnp.zeros((s, cfg.table_rows, cfg.table_numeric))
+  return out
 
 
-class MultimodalTransformer(nnx.Module):
-  """Image + text + table tokens -> {'logits' [B, C], 'regression' [B, R], 'embedding' [B, D]}."""
+class MultimodalTransformer(nn.Module):
+  """Image + text + table tokens -> {'logits' [B, C], 'regression' [B, R], 'embedding' [B, D]}.
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    cfg.validate()
-    self.cfg = cfg
-    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-    d = cfg.dim
-    h, w, c = cfg.image_shape
+  `init` builds every parameter whatever modalities its batch holds (missing ones are
+  stood in by zeros), so params from an image-only init still run on text and tables.
+  """
+  cfg: ModelConfig
+
+  def __post_init__(self):
+    self.cfg.validate()  # at construction, before any init or trace
+    super().__post_init__()
+
+  def setup(self):
+    cfg, d, dtype = self.cfg, self.cfg.dim, _dtype(self.cfg)
+    normal = nn.initializers.normal
     if cfg.stem == "conv":
-      widths = (c + 2,) + tuple(cfg.stem_channels)  # + (x, y) coordinate channels
-      self.stem_convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=2, padding="SAME", dtype=dtype,
-                                     rngs=rngs) for i, o in zip(widths[:-1], widths[1:])])
-      self.stem_norms = nnx.List([nnx.LayerNorm(o, rngs=rngs) for o in widths[1:]])
-      self.patch_embed = nnx.Linear(widths[-1], d, dtype=dtype, rngs=rngs)
-    else:
-      self.patch_embed = nnx.Linear(cfg.patch * cfg.patch * c, d, dtype=dtype, rngs=rngs)
+      self.stem_convs = [nn.Conv(o, (3, 3), strides=2, padding="SAME", dtype=dtype)
+                         for o in cfg.stem_channels]
+      self.stem_norms = [nn.LayerNorm() for _ in cfg.stem_channels]
+    self.patch_embed = nn.Dense(d, dtype=dtype)
     gh, gw = cfg.image_grid
     if cfg.image_pos == "learned":
-      self.patch_pos = _param(rngs, gh * gw, d, scale=1.0)
+      self.patch_pos = self.param("patch_pos", normal(1.0), (gh * gw, d))
     # Image-only blocks, run once per scene (not per question) before fusion: objects can
     # relate to each other (nearest, furthest, same shape) independently of the question.
-    self.image_blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
-                                  for _ in range(cfg.image_depth)])
+    self.image_blocks = [Block(cfg.heads, cfg.mlp_dim, dtype) for _ in range(cfg.image_depth)]
     if cfg.image_merge > 1:  # m x m neighbouring cells -> one token (Swin's patch merging)
-      self.merge_norm = nnx.LayerNorm(cfg.image_merge ** 2 * d, rngs=rngs)
-      self.merge = nnx.Linear(cfg.image_merge ** 2 * d, d, dtype=dtype, rngs=rngs)
+      self.merge_norm = nn.LayerNorm()
+      self.merge = nn.Dense(d, dtype=dtype)
     if cfg.image_queries:
       # Perceiver-style pooling: K learned queries attend over the grid; values see each
       # cell's (x, y), so a query that locks onto one object pools its centroid.
-      self.pool_norm = nnx.LayerNorm(d, rngs=rngs)
-      self.pool_k = nnx.Linear(d, d, dtype=dtype, rngs=rngs)
-      self.pool_v = nnx.Linear(d + 2, d, dtype=dtype, rngs=rngs)
-      self.queries = _param(rngs, cfg.image_queries, d, scale=1.0)
-    self.tok_embed = nnx.Embed(cfg.vocab_size, d, dtype=dtype, rngs=rngs)
-    self.text_pos = _param(rngs, cfg.max_text_len, d)
+      self.pool_norm = nn.LayerNorm()
+      self.pool_k = nn.Dense(d, dtype=dtype)
+      self.pool_v = nn.Dense(d, dtype=dtype)
+      self.queries = self.param("queries", normal(1.0), (cfg.image_queries, d))
+    self.tok_embed = nn.Embed(cfg.vocab_size, d, dtype=dtype)
+    self.text_pos = self.param("text_pos", normal(0.02), (cfg.max_text_len, d))
     n_cat = len(cfg.table_categorical)
     # All categorical columns share one table; column j's values start at offset[j].
-    self.cat_offsets = tuple(int(sum(cfg.table_categorical[:j])) for j in range(n_cat))
-    self.cat_embed = nnx.Embed(max(1, sum(cfg.table_categorical)), d, dtype=dtype, rngs=rngs)
-    self.num_w = _param(rngs, max(1, cfg.table_numeric), d, scale=1.0)
-    self.num_b = _param(rngs, max(1, cfg.table_numeric), d)
-    self.col_embed = _param(rngs, max(1, n_cat + cfg.table_numeric), d)
-    self.row_embed = _param(rngs, max(1, cfg.table_rows), d)
-    self.type_embed = _param(rngs, 1 + len(MODALITIES), d)  # CLS, image, text, table
-    self.cls = _param(rngs, len(MODALITIES) if cfg.fusion == "late" else 1, d)
+    self.cat_embed = nn.Embed(max(1, sum(cfg.table_categorical)), d, dtype=dtype)
+    self.num_w = self.param("num_w", normal(1.0), (max(1, cfg.table_numeric), d))
+    self.num_b = self.param("num_b", normal(0.02), (max(1, cfg.table_numeric), d))
+    self.col_embed = self.param("col_embed", normal(0.02), (max(1, n_cat + cfg.table_numeric), d))
+    self.row_embed = self.param("row_embed", normal(0.02), (max(1, cfg.table_rows), d))
+    self.type_embed = self.param("type_embed", normal(0.02), (1 + len(MODALITIES), d))  # CLS first
+    self.cls = self.param("cls", normal(0.02), (len(MODALITIES) if cfg.fusion == "late" else 1, d))
     if cfg.text_condition != "none":
-      self.text_summary = nnx.Linear(d, d, rngs=rngs)
+      self.text_summary = nn.Dense(d)
     if cfg.text_condition == "film":  # zero init: starts as the identity
-      self.text_film = nnx.Linear(d, 2 * d, kernel_init=nnx.initializers.zeros, rngs=rngs)
-    self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_dim, dtype, rngs=rngs)
-                            for _ in range(cfg.depth)])
-    self.norm = nnx.LayerNorm(d, rngs=rngs)
+      self.text_film = nn.Dense(2 * d, kernel_init=nn.initializers.zeros)
+    self.blocks = [Block(cfg.heads, cfg.mlp_dim, dtype) for _ in range(cfg.depth)]
+    self.norm = nn.LayerNorm()
     if cfg.fusion == "late":
-      self.fuse = nnx.Linear(len(MODALITIES) * d, d, rngs=rngs)
-    self.classifier = nnx.Linear(d, cfg.num_classes, rngs=rngs)
-    self.regressor = nnx.Linear(d, max(1, cfg.num_regression), rngs=rngs)
+      self.fuse = nn.Dense(d)
+    self.classifier = nn.Dense(cfg.num_classes)
+    self.regressor = nn.Dense(max(1, cfg.num_regression))
 
-  # -- tokenizers: each returns tokens [B, S_m, D] and a key mask [B, S_m] ---------------
+  # -- tokenizers: each returns tokens [B_m, S_m, D] and a key mask [B_m, S_m] -------------
   def _image_tokens(self, image: jax.Array):
+    cfg = self.cfg
     x = image.astype(jnp.float32)
     if image.dtype == jnp.uint8:
       x = x / 255.0
-    if self.cfg.stem == "conv":
+    if cfg.stem == "conv":
       b, h, w, _ = x.shape
       x = jnp.concatenate([x, jnp.broadcast_to(coord_grid(h, w), (b, h, w, 2))], -1)
       for conv, norm in zip(self.stem_convs, self.stem_norms):
         x = jax.nn.relu(norm(conv(x)))
       x = rearrange(x, "b h w c -> b (h w) c")
     else:
-      x = rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=self.cfg.patch, q=self.cfg.patch)
-    pos = self.patch_pos[...] if self.cfg.image_pos == "learned" else sincos_2d(
-        *self.cfg.image_grid, self.cfg.dim)
+      x = rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=cfg.patch, q=cfg.patch)
+    pos = self.patch_pos if cfg.image_pos == "learned" else sincos_2d(*cfg.image_grid, cfg.dim)
     t = self.patch_embed(x).astype(jnp.float32) + pos
     everywhere = jnp.ones(t.shape[:2], bool)
     for block in self.image_blocks:
-      t = block(t.astype(block.qkv.dtype or jnp.float32), everywhere).astype(jnp.float32)
-    if self.cfg.image_merge > 1:
-      m, (gh, _) = self.cfg.image_merge, self.cfg.image_grid
+      t = block(t.astype(_dtype(cfg)), everywhere).astype(jnp.float32)
+    if cfg.image_merge > 1:
+      m, (gh, _) = cfg.image_merge, cfg.image_grid
       t = rearrange(t, "b (h p w q) d -> b (h w) (p q d)", p=m, q=m, h=gh // m)
       t = self.merge(self.merge_norm(t)).astype(jnp.float32)
-    if self.cfg.image_queries:
+    if cfg.image_queries:
       t = self._pool(t)
     return t, jnp.ones(t.shape[:2], bool)
 
   def _pool(self, t: jax.Array) -> jax.Array:
-    """[B, N, D] grid tokens -> [B, K, D]: one softmax attention per learned query."""
+    """[B, N, D] grid tokens -> [B, K, D]: one single-head attention per learned query."""
     xy = jnp.broadcast_to(coord_grid(*self.cfg.image_grid).reshape(-1, 2), t.shape[:2] + (2,))
     t = self.pool_norm(t)
     k, v = self.pool_k(t), self.pool_v(jnp.concatenate([t, xy], -1))
-    q = self.queries[...].astype(k.dtype)
-    logits = jnp.einsum("kd,bnd->bkn", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
-    attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkn,bnd->bkd", attn, v).astype(jnp.float32) + self.queries[...]
+    q = jnp.broadcast_to(self.queries.astype(k.dtype), (t.shape[0],) + self.queries.shape)
+    y = attention(q[:, :, None], k[:, :, None], v[:, :, None])[:, :, 0]
+    return y.astype(jnp.float32) + self.queries
 
   def _text_tokens(self, ids: jax.Array, mask: jax.Array):
-    t = self.tok_embed(ids).astype(jnp.float32) + self.text_pos[...][: ids.shape[1]]
+    t = self.tok_embed(ids).astype(jnp.float32) + self.text_pos[: ids.shape[1]]
     return t, mask.astype(bool)
 
   def _table_tokens(self, cat: jax.Array, num: jax.Array, row_mask: jax.Array):
+    sizes = self.cfg.table_categorical
     cols = []
-    if self.cat_offsets:
-      cols.append(self.cat_embed(cat + jnp.array(self.cat_offsets)).astype(jnp.float32))
+    if sizes:
+      offsets = jnp.array([sum(sizes[:j]) for j in range(len(sizes))])
+      cols.append(self.cat_embed(cat + offsets).astype(jnp.float32))
     if self.cfg.table_numeric:
-      cols.append(num[..., None].astype(jnp.float32) * self.num_w[...] + self.num_b[...])
+      cols.append(num[..., None].astype(jnp.float32) * self.num_w + self.num_b)
     t = jnp.concatenate(cols, axis=2)                       # [B, R, F, D]
-    t = t + self.col_embed[...][: t.shape[2]] + self.row_embed[...][: t.shape[1], None]
+    t = t + self.col_embed[: t.shape[2]] + self.row_embed[: t.shape[1], None]
     b, r, f, _ = t.shape
     mask = jnp.broadcast_to(row_mask.astype(bool)[:, :, None], (b, r, f))
     return t.reshape(b, r * f, -1), mask.reshape(b, r * f)
 
-  def tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[jax.Array, jax.Array]]:
+  def tokens(self, batch: Mapping[str, Any], questions_per_scene: int = 1
+             ) -> dict[str, tuple[jax.Array, jax.Array]]:
     """Modality -> (tokens [B_m, S_m, D] with type embedding, key mask [B_m, S_m]) for the keys
-    given, each at its own batch size B_m (shared scenes: B_m divides B); `present` not applied."""
-    check_batch(self.cfg, batch)
+    given, images and tables per scene (B_m = B / questions_per_scene); `present` not applied."""
+    check_batch(self.cfg, batch, questions_per_scene)
     out = {}
     if "image" in batch:
       out["image"] = self._image_tokens(batch["image"])
@@ -319,27 +349,31 @@ class MultimodalTransformer(nnx.Module):
       cat = batch.get("table_cat", jnp.zeros((b, self.cfg.table_rows, 0), jnp.int32))
       num = batch.get("table_num", jnp.zeros((b, self.cfg.table_rows, 0)))
       out["table"] = self._table_tokens(cat, num, batch["table_mask"])
-    for m, (t, mask) in out.items():
-      out[m] = (t + self.type_embed[...][1 + MODALITIES.index(m)], mask)
-    return out
+    return {m: (t + self.type_embed[1 + MODALITIES.index(m)], mask)
+            for m, (t, mask) in out.items()}
 
   def _encode(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    x = x.astype(self.blocks[0].qkv.dtype or jnp.float32)
+    x = x.astype(_dtype(self.cfg))
     for block in self.blocks:
       x = block(x, mask)
     return self.norm(x[:, 0].astype(jnp.float32))
 
-  def __call__(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-    toks = self.tokens(batch)
-    if not toks:
+  def __call__(self, batch: Mapping[str, Any], questions_per_scene: int = 1
+               ) -> dict[str, jax.Array]:
+    """batch: any of image [B/r, H, W, C] (uint8 0..255 or float 0..1), text + text_mask
+    [B, L], table_cat [B/r, R, Fc] + table_num [B/r, R, Fn] + table_mask [B/r, R], present
+    [B, 3]; r = questions_per_scene (static): each scene serves r consecutive examples."""
+    b = check_batch(self.cfg, batch, questions_per_scene)
+    if not {"image", "text", "table_cat", "table_num"} & set(batch):
       raise ConfigError("batch", sorted(batch), "no modality given",
                         "at least one of 'image', 'text', 'table_cat'/'table_num'")
-    # Shared scenes: a modality given for B / r rows serves r consecutive examples each (one
-    # image, many questions). Early fusion repeats its tokens; late fusion encodes it once
-    # per scene and repeats the pooled vector.
+    if self.is_initializing():  # every parameter exists whatever the init batch holds
+      batch = {**example_batch(self.cfg, b, questions_per_scene), **batch}
+    toks = self.tokens(batch, questions_per_scene)
+    # Shared scenes: early fusion repeats a scene's tokens for its r examples; late fusion
+    # encodes it once per scene and repeats the pooled vector.
+    rep = lambda x: jnp.repeat(x, b // x.shape[0], 0, total_repeat_length=b)
     present = batch.get("present")
-    b = present.shape[0] if present is not None else max(t.shape[0] for t, _ in toks.values())
-    rep = lambda x: jnp.repeat(x, b // x.shape[0], 0)
     keep = {}  # per-example key masks [B, S_m]: padding and absent modalities hidden
     for m, (_, mask) in toks.items():
       keep[m] = rep(mask)
@@ -348,7 +382,7 @@ class MultimodalTransformer(nnx.Module):
         keep[m] = keep[m] & present[:, i:i + 1].astype(bool)
     d = self.cfg.dim
     if self.cfg.fusion == "early":
-      cls = jnp.broadcast_to(self.cls[...][0] + self.type_embed[...][0], (b, 1, d))
+      cls = jnp.broadcast_to(self.cls[0] + self.type_embed[0], (b, 1, d))
       parts = {m: rep(t) for m, (t, _) in toks.items()}
       if self.cfg.text_condition != "none" and "text" in toks:
         # Question-conditioned tokens: the CLS starts from a projection of the mean present
@@ -377,7 +411,7 @@ class MultimodalTransformer(nnx.Module):
           continue
         t, mask = toks[m]
         n = t.shape[0]
-        cls = jnp.broadcast_to(self.cls[...][i] + self.type_embed[...][0], (n, 1, d))
+        cls = jnp.broadcast_to(self.cls[i] + self.type_embed[0], (n, 1, d))
         p = self._encode(jnp.concatenate([cls, t], 1),
                          jnp.concatenate([jnp.ones((n, 1), bool), mask], 1))
         # An absent modality (all its tokens masked) contributes nothing.
@@ -385,44 +419,3 @@ class MultimodalTransformer(nnx.Module):
       emb = jax.nn.gelu(self.fuse(jnp.concatenate(pooled, -1)))
     return {"logits": self.classifier(emb).astype(jnp.float32),
             "regression": self.regressor(emb).astype(jnp.float32), "embedding": emb}
-
-
-def check_batch(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
-  """ConfigError naming what was expected when a batch's shapes do not fit `cfg` (trace time)."""
-  known = {"image", "text", "text_mask", "table_cat", "table_num", "table_mask", "present"}
-  extra = sorted(set(batch) - known)
-  if extra:
-    raise ConfigError("batch", extra, "unknown keys", ", ".join(sorted(known)))
-  rows = {k: v.shape[0] for k, v in batch.items()}
-  if rows:
-    # `present` is per example, so it fixes the batch size (shared images alone can't).
-    b = rows.get("present", max(rows.values()))
-    bad = {k: n for k, n in rows.items() if n == 0 or b % n}
-    if bad:
-      raise ConfigError("batch", f"leading sizes {rows}",
-                        "every modality needs the batch size or a divisor of it (shared scenes)",
-                        f"{b} or a divisor of {b}")
-  if "image" in batch:
-    shape = tuple(batch["image"].shape[1:])
-    if shape != tuple(cfg.image_shape):
-      raise ConfigError("batch.image", f"shape {shape}",
-                        "images must have the size and channels the model was built for",
-                        f"[batch, {', '.join(map(str, cfg.image_shape))}] (H, W, C)")
-  if "text" in batch:
-    if "text_mask" not in batch:
-      raise ConfigError("batch.text_mask", None, "text needs its padding mask",
-                        "bool [batch, length], True on real tokens")
-    n = batch["text"].shape[1]
-    if n > cfg.max_text_len:
-      raise ConfigError("batch.text", f"{n} tokens",
-                        f"longer than model.max_text_len={cfg.max_text_len}; encode with "
-                        "inputs.Preprocessor (truncate_text=True cuts and warns)",
-                        f"<= {cfg.max_text_len} tokens")
-  if "table_cat" in batch or "table_num" in batch:
-    if "table_mask" not in batch:
-      raise ConfigError("batch.table_mask", None, "a table needs its row mask", "bool [batch, rows]")
-    for key, want in (("table_cat", len(cfg.table_categorical)), ("table_num", cfg.table_numeric)):
-      got = batch[key].shape if key in batch else None
-      if want and (got is None or got[1:] != (cfg.table_rows, want)):
-        raise ConfigError(f"batch.{key}", got, "table does not match the schema the model was "
-                          "built for", f"[batch, {cfg.table_rows} rows, {want} columns]")

@@ -7,6 +7,7 @@ loop with periodic evals -> late-fusion baseline -> test-set evals (ablations, r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,13 +20,13 @@ import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from metajax import checkpoint, parallel, report, runlog
 from metajax.data import sort_of_clevr as soc
 from metajax.errors import ConfigError, require_in, require_positive
 from metajax.multimodal import fewshot
-from metajax.multimodal.model import MODALITIES, ModelConfig, MultimodalTransformer
+from metajax.multimodal.model import (MODALITIES, ModelConfig, MultimodalTransformer,
+                                      check_values, example_batch)
 from metajax.multimodal.tokenize import encode, load_tokenizer, train_tokenizer
 
 TARGET = 0.95  # the issue's accuracy target, on relational and non-relational questions
@@ -221,10 +222,11 @@ def modality_keys(present=(1, 1, 1)) -> tuple[str, ...]:
   return tuple(k for m, p in zip(MODALITIES, present) if p for k in _KEYS_OF[m])
 
 
-def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_weight: float,
-                    keys: tuple[str, ...] = INPUT_KEYS):
+def make_train_step(model, tx, drop: tuple[float, float, float], regression_weight: float,
+                    keys: tuple[str, ...] = INPUT_KEYS, questions_per_scene: int = 1):
   """A jitted pure `(state, batch, key) -> (state, metrics)`; the state is donated. The model
-  sees only the input `keys` of the batch (a modality left out is never computed)."""
+  sees only the input `keys` of the batch (a modality left out is never computed); images
+  and tables come once per `questions_per_scene` questions."""
   drop_p = jnp.array(drop)
 
   def loss_fn(params, batch, key):
@@ -232,8 +234,8 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
     # Modality dropout: each example loses each modality with its own probability, so the
     # model learns to answer from whatever is present.
     present = jax.random.uniform(key, (b, len(MODALITIES))) >= drop_p
-    model = nnx.merge(graphdef, params)
-    out = model({**{k: batch[k] for k in keys}, "present": present})
+    out = model.apply({"params": params}, {**{k: batch[k] for k in keys}, "present": present},
+                      questions_per_scene=questions_per_scene)
     w = batch["weight"]  # the colour curriculum's per-question loss weights
     mean = lambda x: (w * x).sum() / jnp.maximum(w.sum(), 1.0)
     ce = mean(optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["answer"]))
@@ -253,12 +255,18 @@ def make_train_step(graphdef, tx, drop: tuple[float, float, float], regression_w
   return jax.jit(step, donate_argnums=0)
 
 
-def make_predict(graphdef, keys: tuple[str, ...] = INPUT_KEYS):
-  """Jitted `(params, batch, present [B, 3]) -> (predicted answers [B], embeddings [B, D])`."""
-  @jax.jit
-  def predict(params, batch, present):
-    out = nnx.merge(graphdef, params)({**{k: batch[k] for k in keys}, "present": present})
+def make_predict(model, keys: tuple[str, ...] = INPUT_KEYS):
+  """`(params, batch, present [B, 3], questions_per_scene=1) -> (predicted answers [B],
+  embeddings [B, D])`: the batch's values are checked on the host (check_values), then jitted."""
+  @functools.partial(jax.jit, static_argnames="questions_per_scene")
+  def run(params, batch, present, questions_per_scene=1):
+    out = model.apply({"params": params}, {**{k: batch[k] for k in keys}, "present": present},
+                      questions_per_scene=questions_per_scene)
     return out["logits"].argmax(-1), out["embedding"]
+
+  def predict(params, batch, present, questions_per_scene=1):
+    check_values(model.cfg, {k: batch[k] for k in keys})
+    return run(params, batch, present, questions_per_scene=questions_per_scene)
   return predict
 
 
@@ -279,7 +287,8 @@ def evaluate(predict, params, split: Split, mesh, batch_size: int, present=(1, 1
     chunk = images[s:s + chunk_images]
     padded = np.concatenate([chunk, np.repeat(chunk[:1], chunk_images - len(chunk))])
     q = split.by_image[padded].reshape(-1)
-    p, e = predict(params, parallel.shard_batch(split.batch(q, per), mesh), pres)
+    p, e = predict(params, parallel.shard_batch(split.batch(q, per), mesh), pres,
+                   questions_per_scene=per)
     n = len(chunk) * per
     pred[q[:n]] = np.asarray(p)[:n]
     if want_embeddings:
@@ -342,9 +351,8 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   """Trains `mcfg` for `steps` (fewer once validation reaches `stop_at`, 0: never) on the
   `modalities` marked (image, text, table); evaluates with those present."""
   t = config.train
-  model = MultimodalTransformer(mcfg, rngs=nnx.Rngs(config.seed))
-  graphdef, params = nnx.split(model)
-  params = nnx.to_pure_dict(params)
+  model = MultimodalTransformer(mcfg)
+  params = model.init(jax.random.key(config.seed), example_batch(mcfg))["params"]
   tx = make_optimizer(config, steps)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   state = parallel.replicate(state, mesh)
@@ -354,9 +362,9 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   if restored is not None:
     logging.info("%s: resumed from step %d", label, start)
   keys = modality_keys(modalities)
-  step_fn = make_train_step(graphdef, tx, tuple(t.drop[m] for m in MODALITIES),
-                            t.regression_weight, keys)
-  predict = make_predict(graphdef, keys)
+  step_fn = make_train_step(model, tx, tuple(t.drop[m] for m in MODALITIES),
+                            t.regression_weight, keys, questions_per_scene=t.questions_per_image)
+  predict = make_predict(model, keys)
   writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1]["time_s"] if (prior and restored is not None) else 0.0
@@ -402,7 +410,7 @@ def _train(config, workdir: str, data, mcfg: ModelConfig, steps: int, mesh, labe
   bar.close()
   mngr.wait_until_finished()
   writer.close()
-  return state, graphdef, predict
+  return state, model, predict
 
 
 def _first_reaching(rows, target: float):
@@ -448,8 +456,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if config.fewshot.episodes:
     fewshot.check(config, data["test"])
   mcfg = model_config(config, tok.vocab_size)
-  state, graphdef, predict = _train(config, workdir, data, mcfg, config.train.steps, mesh,
-                                    f"{mcfg.fusion} fusion", stop_at=config.train.stop_at)
+  state, model, predict = _train(config, workdir, data, mcfg, config.train.steps, mesh,
+                                 f"{mcfg.fusion} fusion", stop_at=config.train.stop_at)
   test = data["test"]
   bs = config.eval.batch_size
   accuracy = {name: evaluate(predict, state.params, test, mesh, bs, present=p)
@@ -481,7 +489,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         apredict, astate.params, test, mesh, bs, present=SUBSETS[name])})
   fs = None
   if config.fewshot.episodes:
-    fs = fewshot.evaluate_closest_colour(config, mcfg, graphdef, state.params, predict, test, mesh)
+    fs = fewshot.evaluate_closest_colour(config, mcfg, model, state.params, predict, test, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   path = write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations)
   return {"report": path, "accuracy": accuracy, "late_fusion": late and late["accuracy"],
@@ -605,7 +613,7 @@ def _row_at(rows, step):
 
 
 def load_trained(workdir: str):
-  """(model, preprocessor) of the run in `workdir`, at its latest checkpoint.
+  """(model bound to its params, preprocessor) of the run in `workdir`, at its latest checkpoint.
 
   >>> model, pre = load_trained('/tmp/mm_soc')
   >>> batch = pre(images=imgs, texts=['is the red object heavy?'] * len(imgs), tables=rows)
@@ -616,8 +624,8 @@ def load_trained(workdir: str):
     config = ml_collections.ConfigDict(json.load(f))
   tok = load_tokenizer(config.model.tokenizer or os.path.join(workdir, "tokenizer"))
   mcfg = model_config(config, tok.vocab_size)
-  graphdef, params = nnx.split(MultimodalTransformer(mcfg, rngs=nnx.Rngs(0)))
-  params = nnx.to_pure_dict(params)
+  model = MultimodalTransformer(mcfg)
+  params = model.init(jax.random.key(0), example_batch(mcfg))["params"]
   tx = make_optimizer(config, config.train.steps)
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   state, step = checkpoint.restore_or(checkpoint.manager(workdir), state)
@@ -626,4 +634,4 @@ def load_trained(workdir: str):
   schema = TableSchema(soc.TABLE_CATEGORICAL, soc.TABLE_NUMERIC, config.data.table_rows)
   pre = Preprocessor((soc.IMAGE_SIZE, soc.IMAGE_SIZE, 3), tok, config.model.max_text_len,
                      schema, config.model.truncate_text)
-  return nnx.merge(graphdef, state.params), pre
+  return model.bind({"params": state.params}), pre
