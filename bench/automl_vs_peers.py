@@ -35,24 +35,26 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from metajax.automl import config as config_lib, experiment, search
+from metajax.automl import config as config_lib, engine
 
 DATASETS = ("breast_cancer", "wine", "digits", "titanic", "adult", "fine_food")
 
 
 def metajax_run(prep, fams, budget_s, seed):
   c = config_lib.default_config()
-  c.seed, c.time_budget_s, c.hyperband_iterations, c.group_size = seed, budget_s, 0, 8
-  c.baselines = False
+  c.seed, c.search.time_budget_s, c.search.hyperband_iterations = seed, budget_s, 0
+  c.search.group_size = 8
+  c.baselines.enabled = False
   t0 = time.perf_counter()
-  ex = experiment.run_search(prep, c, fams)
-  best, test = experiment.evaluate_best(ex)
+  ex = engine.run_search(prep, c, fams)
+  best, test = engine.evaluate_best(ex)
   wall = time.perf_counter() - t0
   # only fully trained (max-budget) models count, like completed trials of the peers
   curve = sorted((h["elapsed"], h["score"]) for t in ex.trials.values() for h in t.history
-                 if math.isfinite(h["score"]) and h["budget"] >= c.max_budget)
+                 if math.isfinite(h["score"]) and h["budget"] >= c.search.max_budget)
   return dict(test=test["accuracy"], val=best.score, wall=wall, curve=curve,
               trials=len(ex.trials), compiles=ex.programs.compiles,
+              compiles_by=dict(ex.programs.compiles_by),
               best=f"{best.family} {best.hp}")
 
 
@@ -182,8 +184,8 @@ def main():
   results = {}
   for name in args.datasets.split(","):
     c = config_lib.default_config()
-    c.dataset, c.max_rows, c.seed = name, args.max_rows, args.seed
-    prep, fams = experiment.load_data(c)
+    c.data.name, c.data.max_rows, c.seed = name, args.max_rows, args.seed
+    prep, fams = engine.load_data(c)
     r = {"metajax": metajax_run(prep, fams, args.budget_s, args.seed)}
     r["sklearn-halving-mlp"] = halving_run(prep, "mlp", args.seed)
     r["sklearn-halving-hgb"] = halving_run(prep, "hgb", args.seed)

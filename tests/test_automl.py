@@ -1,6 +1,6 @@
-"""AutoML: spaces, data checks, population training, schedulers, resume, store, report, API."""
+"""AutoML: spaces, data checks, population training, schedulers, resume, store, report, API,
+saved runs."""
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -9,28 +9,41 @@ import pickle
 import numpy as np
 import pytest
 
-from metajax.automl import config as config_lib, data as data_lib, experiment, population, search
+from metajax.automl import config as config_lib, data as data_lib, engine, population, search
 from metajax.automl import space as space_lib
 from metajax.automl.store import ExperienceStore
 from metajax.errors import ConfigError
+from metajax.experiments import automl as driver
 
 
 def _cfg(**kw):
+  """The default config with baselines off; keys as 'group.key' (or a top-level key)."""
   c = config_lib.default_config()
-  c.baselines = False
+  c.baselines.enabled = False
   c.store_path = "{workdir}/exp.sqlite"
   for k, v in kw.items():
-    c[k] = v
+    group, _, key = k.rpartition(".")
+    (c[group] if group else c)[key] = v
   return c
 
 
 def _iris():
-  return experiment.load_data(_cfg(dataset="iris", families=("rf", "gbm")))
+  return engine.load_data(_cfg(**{"data.name": "iris", "search.families": ("rf", "gbm")}))
+
+
+def _programs():
+  from metajax import parallel
+  return population.Programs(parallel.make_mesh(1))
+
+
+def _put(progs, *arrays):
+  from metajax import parallel
+  return [parallel.replicate(a, progs.mesh) for a in arrays]
 
 
 # ------------------------------------------------------------------ spaces
 def test_sampling_is_deterministic_bounded_and_grouped():
-  s = space_lib.default_space()
+  s = config_lib.default_config().space
   fams = ["mlp", "rf", "gbm"]
   a = space_lib.sample(s, fams, 24, "sobol", seed=3, group_size=4)
   assert a == space_lib.sample(s, fams, 24, "sobol", seed=3, group_size=4)
@@ -55,22 +68,30 @@ def test_sampling_is_deterministic_bounded_and_grouped():
 
 
 def test_bad_space_and_config_fail_before_the_workdir(tmp_path):
-  s = space_lib.default_space()
+  s = config_lib.default_config().space
   s.mlp.learning_rate = ("log_uniform", 0.0, 1.0)
   with pytest.raises(ConfigError, match="lo > 0"):
     space_lib.check_space(s, ["mlp"])
-  for key, value, match in [("scheduler", "bohb", "scheduler"), ("metric", "auc", "metric"),
-                            ("eta", 1, "eta"), ("max_budget", 0.5, "max_budget"),
-                            ("dataset", "nope", "dataset"), ("families", ("xgb",), "families")]:
-    c = _cfg(**{key: value})
+  for key, value, match in [("search.scheduler", "bohb", "scheduler"),
+                            ("search.metric", "auc", "metric"), ("search.eta", 1, "eta"),
+                            ("search.max_budget", 0.5, "max_budget"),
+                            ("data.name", "nope", "data.name"),
+                            ("search.families", ("xgb",), "families")]:
     wd = tmp_path / key
     with pytest.raises(ConfigError, match=match):
-      experiment.run(c, str(wd))
+      driver.run(_cfg(**{key: value}), str(wd))
     assert not wd.exists()
-  c = _cfg(dataset="iris", families=("cnn",))  # cnn needs images
+  c = _cfg(**{"data.name": "iris", "search.families": ("cnn",)})  # cnn needs images
   with pytest.raises(ConfigError, match="needs image"):
-    experiment.run(c, str(tmp_path / "cnn"))
+    driver.run(c, str(tmp_path / "cnn"))
   assert not (tmp_path / "cnn").exists()
+  c = _cfg(**{"space.mlp": dict(config_lib.default_config().space.mlp,
+                                optimizer=("choice", ("adam", "lion")))})
+  with pytest.raises(ConfigError, match="space.mlp.optimizer"):
+    driver.run(c, str(tmp_path / "lion"))
+  (tmp_path / "file").write_text("")  # a workdir that is a file: refused before the data
+  with pytest.raises(ConfigError, match="is a file"):
+    driver.run(_cfg(), str(tmp_path / "file" / "run"))
 
 
 # ------------------------------------------------------------------ data
@@ -110,55 +131,102 @@ def test_stratified_split_and_text_prep():
   assert t.views["flat"][0].shape[1] == t.prep.vocab_size
 
 
+def test_one_dataset_registry():
+  from metajax import data
+  ds = data.load("wine")  # the AutoML sets are metajax.data names
+  assert isinstance(ds, data_lib.Dataset) and ds.modality == "table" and len(ds) == 178
+  small = data_lib.load("digits", max_rows=300, seed=0)
+  assert small.modality == "image" and len(small) == 300
+  assert np.bincount(small.y).min() >= 25  # stratified subsample
+  with pytest.raises(data_lib.DataError, match="not a classification set"):
+    data_lib.load("sinusoid")
+
+
 # ------------------------------------------------------------------ population training
-def test_optimizer_switch_matches_optax():
+def test_switch_members_equal_plain_optax():
+  """Each member of one switch-optimizer population follows the plain optax optimizer of its
+  choice (full-batch steps, so the batch order cannot matter)."""
   import jax
   import optax
   rng = np.random.default_rng(0)
-  p = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
-  for k, tx in enumerate([optax.adam(0.1), optax.sgd(0.1, momentum=0.9), optax.rmsprop(0.1)]):
-    ours = {"mu": jax.tree.map(np.zeros_like, p), "nu": jax.tree.map(np.zeros_like, p),
-            "count": np.zeros((), np.int32)}
-    theirs, q, q2 = tx.init(p), p, p
-    for i in range(3):
-      g = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
-      q, ours = population.opt_update(g, ours, q, dict(lr=0.1, wd=0.0, opt=k))
-      u, theirs = tx.update(g, theirs, q2)
-      q2 = optax.apply_updates(q2, u)
-    np.testing.assert_allclose(q["w"], q2["w"], rtol=2e-5, atol=1e-6)
+  X = rng.normal(size=(48, 5)).astype(np.float32)
+  Y = (X[:, 0] + X[:, 1] > 0).astype(np.int32)
+  progs = _programs()
+  arch = population.Arch("mlp", 2, 8, 48, (5,), 2, 1)
+  hps = [dict(learning_rate=0.05, optimizer="adam", dropout=0.0, weight_decay=1e-2),
+         dict(learning_rate=0.1, optimizer="sgd", dropout=0.0, weight_decay=0.0),
+         dict(learning_rate=0.01, optimizer="rmsprop", dropout=0.0, weight_decay=1e-3)]
+  seeds = [3, 4, 5]
+  init = population.unstack(jax.device_get(progs.init(
+      arch, np.array(seeds + [3], np.uint32), population.hp_arrays(hps + hps[:1]))), 3)
+  out, _, _, _ = population.train_population(progs, arch, 4, seeds, hps, [None] * 3, 3,
+                                             *_put(progs, X, Y, X))
+  plain = {"adam": optax.adam, "sgd": lambda lr: optax.sgd(lr, momentum=0.9),
+           "rmsprop": optax.rmsprop}
+  model = arch.module()
+  grad = jax.jit(jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, X), Y).mean()))
+  for m0, m, hp in zip(init, out, hps):
+    tx = optax.chain(optax.add_decayed_weights(hp["weight_decay"]),
+                     plain[hp["optimizer"]](hp["learning_rate"]))
+    p = m0.state.params
+    s = tx.init(p)
+    for _ in range(3):
+      u, s = tx.update(grad(p), s, p)
+      p = optax.apply_updates(p, u)
+    for a, b in zip(jax.tree.leaves(m.state.params), jax.tree.leaves(p)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert int(m.state.step) == 3
 
 
 def test_population_members_are_independent_and_resume_from_state():
   """A member's training does not depend on its partners, and 1 + 2 epochs == 3 epochs."""
   import jax
-  from metajax import parallel
   rng = np.random.default_rng(0)
   X = rng.normal(size=(64, 5)).astype(np.float32)
   Y = (X[:, 0] > 0).astype(np.int32)
-  progs = population.Programs(parallel.make_mesh(1))
+  progs = _programs()
   arch = population.Arch("mlp", 2, 8, 16, (5,), 2, 4)
   hp = [dict(learning_rate=0.05, optimizer="adam", dropout=0.2),
         dict(learning_rate=0.01, optimizer="sgd", dropout=0.5)]
-  Xd, Yd = parallel.replicate(X, progs.mesh), parallel.replicate(Y, progs.mesh)
+  Xd, Yd = _put(progs, X, Y)
   run = lambda hps, seeds, states, e: population.train_population(
       progs, arch, 2, seeds, hps, states, e, Xd, Yd, Xd)
   both, curves, probs, _ = run(hp, [1, 2], [None, None], 3)
   alone, _, probs1, _ = run(hp[:1], [1], [None], 3)
-  np.testing.assert_allclose(both[0]["params"]["out"]["w"], alone[0]["params"]["out"]["w"],
-                             rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(both[0]), jax.tree.leaves(alone[0])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(probs[0], probs1[0], rtol=1e-5, atol=1e-6)
   first, _, _, _ = run(hp, [1, 2], [None, None], 1)
   cont, _, probs2, _ = run(hp, [1, 2], first, 2)
   for a, b in zip(jax.tree.leaves(cont), jax.tree.leaves(both)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert curves.shape == (2, 3) and np.isfinite(curves).all()
-  assert progs.compiles == 1  # one program for the architecture, whatever the membership
+  # one epoch program for the architecture, whatever the membership (and one init program)
+  assert progs.compiles_by["epoch"] == 1 and progs.compiles_by["init"] == 1
+  # the learning rate is stored in log space, per member, in the optimizer state
+  lr = [float(np.exp(m.state.opt_state.hyperparams["log_learning_rate"])) for m in both]
+  np.testing.assert_allclose(lr, [0.05, 0.01], rtol=1e-6)
+
+
+def test_tiny_mlp_population_beats_chance_on_iris():
+  prep, _ = _iris()
+  progs = _programs()
+  x = prep.views["flat"][0]
+  arch = population.Arch("mlp", 2, 32, 16, x.shape[1:], 3, len(x) // 16)
+  hps = [dict(learning_rate=lr, optimizer=o, dropout=0.2)
+         for lr, o in ((1e-2, "adam"), (3e-2, "sgd"), (3e-3, "rmsprop"))]
+  _, curves, probs, _ = population.train_population(
+      progs, arch, 4, [0, 1, 2], hps, [None] * 3, 15,
+      *_put(progs, x, prep.y[0], prep.views["flat"][1]))
+  acc = (probs.argmax(-1) == prep.y[1]).mean(1)
+  assert (acc > 0.8).all(), acc  # chance: 1/3
+  assert (curves[:, -1] < curves[:, 0]).all()
 
 
 def test_cnn_and_gru_populations_learn_a_separable_task():
-  from metajax import parallel
   rng = np.random.default_rng(0)
-  progs = population.Programs(parallel.make_mesh(1))
+  progs = _programs()
   y = (np.arange(64) % 2).astype(np.int32)
   img = rng.normal(size=(64, 8, 8, 1)).astype(np.float32) * 0.3 + y[:, None, None, None]
   ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
@@ -166,9 +234,9 @@ def test_cnn_and_gru_populations_learn_a_separable_task():
   hp = [dict(learning_rate=0.01, optimizer="adam", dropout=0.2)]
   for fam, X, shape, vocab in [("cnn", img, (8, 8, 1), 0), ("gru", ids, (6,), 20)]:
     arch = population.Arch(fam, 1, 16, 16, shape, 2, 4, vocab)
-    Xd = parallel.replicate(X, progs.mesh)
+    Xd, yd = _put(progs, X, y)
     _, curves, probs, _ = population.train_population(
-        progs, arch, 1, [0], hp, [None], 6, Xd, parallel.replicate(y, progs.mesh), Xd)
+        progs, arch, 1, [0], hp, [None], 6, Xd, yd, Xd)
     assert curves[0, -1] < curves[0, 0], fam
     assert (probs[0].argmax(1) == y).mean() > 0.8, fam
 
@@ -178,8 +246,9 @@ def test_budgets_and_hyperband_brackets():
   assert search.budgets(1, 27, 3) == [1, 3, 9, 27]
   assert search.budgets(1, 10, 3) == [1, 3, 9, 10]
   prep, fams = _iris()
-  c = _cfg(dataset="iris", families=("rf",), scheduler="hyperband", max_budget=9.0)
-  ex = experiment.run_search(prep, c, fams)
+  c = _cfg(**{"data.name": "iris", "search.families": ("rf",), "search.scheduler": "hyperband",
+              "search.max_budget": 9.0})
+  ex = engine.run_search(prep, c, fams)
   by_bracket = {}
   for t in ex.trials.values():
     by_bracket.setdefault(t.bracket, []).append(t)
@@ -192,10 +261,10 @@ def test_budgets_and_hyperband_brackets():
 
 def test_asha_is_deterministic_and_promotes_the_best():
   prep, fams = _iris()
-  c = _cfg(dataset="iris", families=("rf", "gbm"), scheduler="asha", max_budget=9.0,
-           max_trials=12, asha_workers=4)
-  a = experiment.run_search(prep, c, fams)
-  b = experiment.run_search(prep, c, fams)
+  c = _cfg(**{"data.name": "iris", "search.families": ("rf", "gbm"), "search.scheduler": "asha",
+              "search.max_budget": 9.0, "search.max_trials": 12, "search.asha_workers": 4})
+  a = engine.run_search(prep, c, fams)
+  b = engine.run_search(prep, c, fams)
   rows = lambda ex: [(t.id, t.status, [(h["budget"], h["score"]) for h in t.history])
                      for t in ex.trials.values()]
   assert rows(a) == rows(b) and len(a.trials) == 12
@@ -208,8 +277,9 @@ def test_asha_is_deterministic_and_promotes_the_best():
 
 def test_killed_search_resumes_without_redoing_work(tmp_path):
   prep, fams = _iris()
-  c = _cfg(dataset="iris", families=("rf", "gbm"), scheduler="sh", n_trials=9, max_budget=9.0)
-  full = experiment.run_search(prep, c, fams)
+  c = _cfg(**{"data.name": "iris", "search.families": ("rf", "gbm"), "search.scheduler": "sh",
+              "search.n_trials": 9, "search.max_budget": 9.0})
+  full = engine.run_search(prep, c, fams)
 
   class Kill(Exception):
     pass
@@ -220,24 +290,24 @@ def test_killed_search_resumes_without_redoing_work(tmp_path):
 
   path = str(tmp_path / "state.pkl")
   with pytest.raises(Kill):
-    experiment.run_search(prep, c, fams, path, on_rung=kill_after_second)
+    engine.run_search(prep, c, fams, path, on_rung=kill_after_second)
   with open(path, "rb") as f:
     assert len(pickle.load(f)["done"]) == 9 + 3  # rungs 1 and 2 persisted
-  resumed = experiment.run_search(prep, c, fams, path)
+  resumed = engine.run_search(prep, c, fams, path)
   assert resumed.skipped == 9 + 3  # and not trained again
   key = lambda ex: [(t.id, t.status, [(h["budget"], h["score"]) for h in t.history])
                     for t in ex.trials.values()]
   assert key(resumed) == key(full)
 
 
-def test_nan_trial_fails_and_the_search_goes_on(tmp_path):
-  prep, _ = experiment.load_data(_cfg(dataset="wine", families=("mlp",)))
-  c = _cfg(dataset="wine", families=("mlp",), scheduler="sh", n_trials=4, max_budget=3.0,
-           group_size=4)
+def test_nan_trial_fails_and_the_search_goes_on():
+  c = _cfg(**{"data.name": "wine", "search.families": ("mlp",), "search.scheduler": "sh",
+              "search.n_trials": 4, "search.max_budget": 3.0, "search.group_size": 4})
+  prep, _ = engine.load_data(c)
   c.space.mlp = dict(learning_rate=("choice", (1e-2, 1e12)), batch_size=("choice", (32,)),
                      layers=("choice", (2,)), units=("choice", (16,)),
                      optimizer=("choice", ("sgd",)), dropout=("choice", (0.2,)))
-  ex = experiment.run_search(prep, c, ["mlp"])
+  ex = engine.run_search(prep, c, ["mlp"])
   failed = [t for t in ex.trials.values() if t.status == "failed"]
   ok = [t for t in ex.trials.values() if t.status != "failed"]
   assert failed and ok and all(t.hp["learning_rate"] > 1 for t in failed)
@@ -276,28 +346,69 @@ def test_store_concurrent_writers_lose_nothing_and_queries_work(tmp_path):
 
 
 # ------------------------------------------------------------------ end to end
-def test_experiment_writes_report_store_and_resumes(tmp_path):
-  from configs.automl import get_config
-  c = get_config("tiny")
-  wd = str(tmp_path / "run")
-  r = experiment.run(c, wd)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """The tiny config run once in a fresh workdir: (config, workdir, result)."""
+  c = config_lib.default_config("tiny")
+  wd = str(tmp_path_factory.mktemp("automl") / "run")
+  return c, wd, driver.run(c, wd)
+
+
+def test_experiment_writes_report_store_and_resumes(tiny_run):
+  c, wd, r = tiny_run
   md = open(r["report"]).read()
   for s in ("Selected model", "test accuracy", "random search", "hand-set default",
-            "Every trial", "pruned"):
+            "Every trial", "pruned", "compiled population programs"):
     assert s in md
   html = open(r["html"]).read()
   assert html.count("data:image/png;base64,") == 4 and "<table>" in html
   assert 0.0 <= r["test"]["accuracy"] <= 1.0 and r["best"] is not None
+  assert r["compiles"] == sum(r["compiles_by"].values()) and r["compiles_by"]["epoch"] == 1
   st = ExperienceStore(os.path.join(wd, "experience.sqlite"))
   rows = st.trials(dataset="iris")
   assert len(rows) == r["trials"] and rows[0]["curve"]
   assert set(st.datasets()["iris"]) >= {"n_rows", "n_classes", "class_entropy"}
-  again = experiment.run(c, wd)
+  again = driver.run(c, wd)
   assert again["resumed"] and again["best"] == r["best"]
-  c2 = get_config("tiny")
+  c2 = config_lib.default_config("tiny")
   c2.seed = 1
   with pytest.raises(ConfigError, match="different config"):
-    experiment.run(c2, wd)
+    driver.run(c2, wd)
+
+
+def _snapshot(root):
+  return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+          for d, _, fs in os.walk(root) for f in fs}
+
+
+def test_saved_run_loads_predicts_and_evaluates(tiny_run, tmp_path):
+  import json
+  import metajax
+  c, wd, r = tiny_run
+  card = json.load(open(os.path.join(wd, "model.json")))
+  assert card["kind"] == "automl" and card["family"] == r["best"]["family"]
+  assert card["model"]["name"] == r["best"]["family"]
+  before = _snapshot(wd)
+  m = metajax.load_trained(wd)
+  ev = m.evaluate()  # the run's test split, reloaded: the run's test scores
+  assert ev["accuracy"] == pytest.approx(r["test"]["accuracy"]) and ev["rows"] == 30
+  from sklearn.datasets import load_iris
+  X, y = load_iris(return_X_y=True)
+  assert m.predict_proba(X[:5]).shape == (5, 3) and (m.predict(X) == y).mean() > 0.85
+  assert _snapshot(wd) == before  # loading and predicting write nothing
+  with pytest.raises(ConfigError, match="model.json"):
+    metajax.load_trained(wd + "_typo")
+  assert not os.path.exists(wd + "_typo")
+  # a neural selection loads too: the model card is the registry's spec of its module
+  fit = metajax.automl.AutoML(time_budget_s=0, scheduler="sh", n_trials=2, group_size=2,
+                              families=("mlp",), max_budget=2.0, space=c.space).fit("iris")
+  from metajax.experiments.automl import save_model
+  save_model(str(tmp_path), fit.config, fit._ex, fit._ex.trials[fit.best_["id"]],
+             fit.best_["test"])
+  card = json.load(open(tmp_path / "model.json"))
+  assert card["model"]["name"] == "mlp" and card["model"]["hidden"] == [128, 128]
+  loaded = metajax.load_trained(str(tmp_path))
+  np.testing.assert_allclose(loaded.predict_proba(X[:7]), fit.predict_proba(X[:7]), atol=1e-6)
 
 
 def test_api_fit_predict_save_load(tmp_path):
@@ -312,6 +423,8 @@ def test_api_fit_predict_save_load(tmp_path):
   y = np.where(X[:, 0].astype(float) + (X[:, 1] == "x") > 0.5, "yes", "no")
   with pytest.raises(ConfigError, match="metric"):
     AutoML(metric="auc")
+  with pytest.raises(ConfigError, match="not an AutoML option"):
+    AutoML(shceduler="sh")
   m = AutoML(time_budget_s=0, scheduler="sh", n_trials=3, families=("gbm", "rf"),
              max_budget=3.0, store_path=str(tmp_path / "s.sqlite")).fit(X, y)
   assert m.best_["family"] in ("gbm", "rf") and m.best_["test"]["accuracy"] > 0.7
@@ -320,6 +433,7 @@ def test_api_fit_predict_save_load(tmp_path):
   assert set(pred) <= {"yes", "no"}
   m2 = AutoML.load(m.save(str(tmp_path / "m.pkl")))
   assert (m2.predict(X[:10]) == pred).all()
+  assert m2.evaluate(X, y)["accuracy"] == pytest.approx((m.predict(X) == y).mean())
   with pytest.raises(data_lib.DataError, match="labels"):
     AutoML(time_budget_s=0, scheduler="sh", n_trials=3).fit(X)
   yi = (y == "yes").astype(np.int64) * 7  # integer labels come back as integers
@@ -330,12 +444,11 @@ def test_api_fit_predict_save_load(tmp_path):
 
 def test_tfds_loader_path_with_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
-  from metajax.automl import datasets
   with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
-    ds = datasets.load("tfds:mnist", max_rows=30)
-    txt = datasets.load("tfds:imdb_reviews", max_rows=30)
-    news = datasets.load("tfds:ag_news_subset", max_rows=30)  # title + description
-    cifar = datasets.load("tfds:cifar10", max_rows=30)
+    ds = data_lib.load("tfds:mnist", max_rows=30)
+    txt = data_lib.load("tfds:imdb_reviews", max_rows=30)
+    news = data_lib.load("tfds:ag_news_subset", max_rows=30)  # title + description
+    cifar = data_lib.load("tfds:cifar10", max_rows=30)
   assert news.modality == "text" and cifar.X.shape[1:] == (32, 32, 3)
   assert ds.modality == "image" and ds.X.shape[1:3] == (28, 28) and len(ds.y) == 30
   assert ds.test is not None and len(ds.test[1]) == 7
@@ -349,34 +462,42 @@ def test_time_budget_stops_the_search():
   m = AutoML(time_budget_s=1.5, families=("rf", "gbm")).fit(X, y)
   ex = m._ex
   # endless brackets (hyperband_iterations=0) end only through the deadline
-  assert ex.cfg.hyperband_iterations == 0 and 1.5 <= ex.now() < 30
+  assert ex.cfg.search.hyperband_iterations == 0 and 1.5 <= ex.now() < 30
   assert m.best_["test"]["accuracy"] > 0.85
 
 
 _SHARDED = r"""
 import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax
 import numpy as np
 from metajax import parallel
 from metajax.automl import population
 rng = np.random.default_rng(0)
 X = rng.normal(size=(48, 5)).astype(np.float32); Y = (X[:, 0] > 0).astype(np.int32)
-hp = [dict(learning_rate=0.05, optimizer=o, dropout=0.2) for o in ("adam", "sgd", "rmsprop", "adam")]
+hp = [dict(learning_rate=0.05, optimizer=o, dropout=0.2)
+      for o in ("adam", "sgd", "rmsprop", "adam", "sgd", "rmsprop", "adam", "sgd")]
 out = []
-for n in (1, 2):
+for n in (1, 8):
   progs = population.Programs(parallel.make_mesh(n))
   arch = population.Arch("mlp", 2, 8, 16, (5,), 2, 3)
   Xd, Yd = parallel.replicate(X, progs.mesh), parallel.replicate(Y, progs.mesh)
-  st, c, p, _ = population.train_population(progs, arch, 4, [0, 1, 2, 3], hp, [None] * 4, 2, Xd, Yd, Xd)
-  out.append(p)
-np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
-print("OK", len(out))
+  st, c, p, _ = population.train_population(progs, arch, 8, list(range(8)), hp, [None] * 8, 2,
+                                            Xd, Yd, Xd)
+  if n == 8:  # the population axis is split over the 8 devices
+    m = progs.init(arch, np.arange(8, dtype=np.uint32), population.hp_arrays(hp))
+    assert len(m.state.params["Dense_0"]["kernel"].sharding.device_set) == 8
+  out.append((p, st))
+np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-5, atol=1e-6)
+for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+print("OK", jax.device_count())
 """
 
 
-def test_population_axis_sharded_over_two_devices_matches_one():
+def test_population_axis_sharded_over_eight_devices_matches_one():
   import subprocess
   import sys
   r = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True,
                      timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert r.returncode == 0 and "OK 2" in r.stdout, r.stderr[-2000:]
+  assert r.returncode == 0 and "OK 8" in r.stdout, r.stderr[-2000:]

@@ -1,12 +1,13 @@
 """AutoML in JAX: successive halving, Hyperband and ASHA over model families.
 
 `AutoML(time_budget_s=60, metric='accuracy').fit(X, y)` (or `.fit('wine')`),
-then `.leaderboard`, `.best_`, `.predict(X)`, `.save(path)` / `AutoML.load(path)`.
-The experiment entry point is `metajax.automl.experiment:run(config, workdir)`.
+then `.leaderboard`, `.best_`, `.predict(X)`, `.evaluate(X, y)`, `.save(path)` /
+`AutoML.load(path)`. Neural families are `metajax.models` networks trained as vmapped
+populations (`population`); the experiment driver is `metajax.experiments.automl`.
 """
 
 from metajax.automl.api import AutoML
-from metajax.automl.data import DataError, Dataset
 from metajax.automl.store import ExperienceStore
+from metajax.data.tabular import DataError, Dataset
 
 __all__ = ["AutoML", "DataError", "Dataset", "ExperienceStore"]

@@ -1,22 +1,27 @@
-"""`AutoML`: the scikit-learn-style front end of the search.
+"""`AutoML`: the scikit-learn-style front end of the search, and the saved-run loader.
 
   automl = AutoML(time_budget_s=60, metric="accuracy").fit(X, y)   # or .fit("wine")
-  automl.leaderboard[:3]; automl.best_; automl.predict(X_new)
+  automl.leaderboard[:3]; automl.best_; automl.predict(X_new); automl.evaluate(X_te, y_te)
   automl.save("model.pkl"); AutoML.load("model.pkl").predict(X_new)
+  metajax.load_trained(workdir)   # the model an experiment run selected (`load_run`)
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from typing import Any
 
+import ml_collections
 import numpy as np
 
-from metajax import parallel
-from metajax.automl import config as config_lib, data as data_lib, datasets, experiment, search
-from metajax.automl import population
+from metajax import data as data_registry, parallel
+from metajax.automl import config as config_lib, data as data_lib, engine, population, search
 from metajax.errors import ConfigError
+
+MODEL_FILE = "model.pkl"  # beside model.json in an experiment's workdir
+GROUPS = ("data", "search")  # AutoML(**kw) finds a flat key such as scheduler= in these
 
 
 class AutoML:
@@ -24,23 +29,30 @@ class AutoML:
 
   time_budget_s: wall-clock budget of the search (0: the scheduler's own end).
   metric: 'accuracy' | 'balanced_accuracy' | 'f1' | 'log_loss'.
-  Any other keyword overrides a key of `metajax.automl.config.default_config()`
-  (scheduler='asha', families=('mlp', 'gbm'), max_budget=9, ...).
+  Any other keyword overrides a key of configs/automl.py, by its name in `data` or
+  `search` (scheduler='asha', families=('mlp', 'gbm'), max_budget=9, val_frac=0.3, ...)
+  or a top-level one (seed=1, space=...).
   state_path / store_path: resumable search state and experience store (optional).
   """
 
   def __init__(self, time_budget_s: float = 60.0, metric: str = "accuracy",
                state_path: str | None = None, store_path: str | None = None, **overrides):
     cfg = config_lib.default_config()
-    cfg.time_budget_s = float(time_budget_s)
-    cfg.metric = metric
-    cfg.baselines = False
+    cfg.search.time_budget_s = float(time_budget_s)
+    cfg.search.metric = metric
+    cfg.baselines.enabled = False
     if time_budget_s and "hyperband_iterations" not in overrides:
-      cfg.hyperband_iterations = 0  # keep bracketing until the time budget
+      cfg.search.hyperband_iterations = 0  # keep bracketing until the time budget
     for k, v in overrides.items():
-      if k not in cfg:
-        raise ConfigError(k, v, "not an AutoML option", ", ".join(sorted(cfg.keys())))
-      cfg[k] = v
+      group = next((g for g in GROUPS if k in cfg[g]), None)
+      if group is not None:
+        cfg[group][k] = v
+      elif k in cfg and k not in GROUPS + ("experiment",):
+        cfg[k] = v
+      else:
+        valid = sorted(set(cfg[GROUPS[0]]) | set(cfg[GROUPS[1]]) | {"seed", "space",
+                                                                    "num_devices"})
+        raise ConfigError(k, v, "not an AutoML option", ", ".join(valid))
     config_lib.validate(cfg)
     self.config, self.state_path, self.store_path = cfg, state_path, store_path
     self.leaderboard: list[dict[str, Any]] = []
@@ -51,33 +63,50 @@ class AutoML:
     strings, missing values), [N, H, W(, C)] images, or a list of N texts; y [N]."""
     cfg = self.config
     if isinstance(X, str):
-      ds = datasets.load(X, cfg.data_dir, cfg.max_rows, cfg.seed)
+      cfg.data.name = X
+      ds = data_lib.load(X, cfg.data.data_dir, cfg.data.max_rows, cfg.seed)
     else:
       if y is None:
         raise data_lib.DataError("data.y", None, "fit(X, y) needs labels", "y with one label per row")
       modality = modality or ("text" if isinstance(X, list) and X and isinstance(X[0], str)
                               else "image" if np.ndim(X) >= 3 else "table")
       ds = data_lib.Dataset(name, modality, X, np.asarray(y))
+    d = cfg.data
     fams = config_lib.families_for(cfg, ds.modality)
-    prep = data_lib.prepare(ds, cfg.seed, cfg.val_frac, cfg.test_frac, cfg.seq_len, cfg.vocab_size)
+    prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size)
     store = None
     if self.store_path:
       from metajax.automl.store import ExperienceStore
       store = ExperienceStore(self.store_path)
-    ex = experiment.run_search(prep, cfg, fams, self.state_path, store, f"api-{name}-{cfg.seed}")
-    best, test = experiment.evaluate_best(ex)
-    self._ex, self.prep = ex, prep
+    programs = population.Programs(parallel.make_mesh(cfg.num_devices or None))
+    ex = engine.run_search(prep, cfg, fams, self.state_path, store, f"api-{name}-{cfg.seed}",
+                           programs=programs)
+    best, test = engine.evaluate_best(ex)
+    if best is None:
+      raise RuntimeError("every trial failed (non-finite losses); see .leaderboard")
+    self._ex = ex
+    self._take(ex, best, test)
+    return self
+
+  def _take(self, ex: search.Executor, best, test) -> None:
+    """Keeps the search's selected trial `best` (with its test metrics) as this model."""
+    self.prep, self._programs = ex.prep, ex.programs
     self.leaderboard = [dict(id=t.id, family=t.family, **t.hp, budget=t.budget,
                              val_score=t.score if math.isfinite(t.score) else None,
                              status=t.status, train_s=t.cost_s)
                         for t in search.leaderboard(ex.trials.values())]
-    if best is None:
-      raise RuntimeError("every trial failed (non-finite losses); see .leaderboard")
     self.best_ = dict(id=best.id, family=best.family, hparams=dict(best.hp), budget=best.budget,
                       val_score=best.score, test=test)
     self._model = dict(family=best.family, hp=dict(best.hp), state=ex.states[best.id],
-                       arch=ex.arch(best) if best.family in search.NN else None)
-    return self
+                       arch=ex.arch(best) if best.family in config_lib.NEURAL else None)
+
+  @classmethod
+  def from_search(cls, config, ex: search.Executor, best, test) -> "AutoML":
+    """The fitted model of a finished search (an experiment run's selection)."""
+    obj = cls.__new__(cls)
+    obj.config, obj.state_path, obj.store_path = config, None, None
+    obj._take(ex, best, test)
+    return obj
 
   # ---------------------------------------------------------------- prediction
   def _features(self, X) -> np.ndarray:
@@ -90,15 +119,31 @@ class AutoML:
   def predict_proba(self, X) -> np.ndarray:
     """[N, C] class probabilities (columns in the order of `classes_`)."""
     m = self._model
-    if not hasattr(self, "_programs"):
+    if getattr(self, "_programs", None) is None:
       self._programs = population.Programs(parallel.make_mesh())
     return search.predict_proba(self.prep, m["family"], m["hp"], m["state"], self._features(X),
                                 self._programs, m["arch"])
 
   def predict(self, X) -> np.ndarray:
     """[N] predicted labels (original label values)."""
-    classes = self.prep.classes
-    return classes[self.predict_proba(X).argmax(1)]
+    return self.prep.classes[self.predict_proba(X).argmax(1)]
+
+  def evaluate(self, X=None, y=None) -> dict[str, float]:
+    """Test accuracy, macro F1, log-loss and rows on (X, y); without them, on the test split
+    of the dataset the model was fitted on (reloaded and split with the fit's seed)."""
+    if X is None:
+      d = self.config.data
+      if d.name not in data_registry.DATASETS and not d.name.startswith("tfds:"):
+        raise ConfigError("data.name", d.name, "evaluate() without data needs a registered "
+                          "dataset", "evaluate(X, y)")
+      ds = data_lib.load(d.name, d.data_dir, d.max_rows, self.config.seed)
+      X, y = data_lib.test_rows(ds, self.config.seed, d.val_frac, d.test_frac)
+    enc = {str(c): i for i, c in enumerate(self.prep.classes)}
+    y = np.asarray(y)
+    keep = np.array([str(v) in enc for v in y])  # labels never seen in training cannot count
+    X = data_lib.take(X, np.flatnonzero(keep))
+    yi = np.array([enc[str(v)] for v in y[keep]], np.int32)
+    return dict(search.test_metrics(yi, self.predict_proba(X)), rows=int(keep.sum()))
 
   @property
   def classes_(self) -> np.ndarray:
@@ -109,8 +154,7 @@ class AutoML:
     """Pickles the selected model, its preprocessing and the leaderboard to `path`."""
     from metajax.runlog import atomic_write
     slim = data_lib.Prepared(self.prep.name, self.prep.modality, self.prep.classes, {},
-                             ((), (), ()), self.prep.notes,
-                             self.prep.prep, self.prep.meta)
+                             ((), (), ()), self.prep.notes, self.prep.prep, self.prep.meta)
     atomic_write(path, pickle.dumps(dict(config=self.config.to_dict(), prep=slim,
                                          model=self._model, leaderboard=self.leaderboard,
                                          best=self.best_)))
@@ -118,12 +162,24 @@ class AutoML:
 
   @classmethod
   def load(cls, path: str) -> "AutoML":
+    """The model `save` wrote to `path` (reads only)."""
     with open(path, "rb") as f:
       d = pickle.load(f)
     obj = cls.__new__(cls)
-    import ml_collections
     obj.config = ml_collections.ConfigDict(d["config"])
     obj.prep, obj._model = d["prep"], d["model"]
     obj.leaderboard, obj.best_ = d["leaderboard"], d["best"]
-    obj.state_path = obj.store_path = None
+    obj.state_path = obj.store_path = obj._programs = None
     return obj
+
+
+def load_run(workdir: str, card: dict) -> AutoML:
+  """The model an AutoML experiment selected, from its workdir (`metajax.load_trained`).
+
+  card: the run's model.json ({'kind': 'automl', 'file': 'model.pkl', ...}); reads only.
+  """
+  path = os.path.join(workdir, card.get("file", MODEL_FILE))
+  if not os.path.isfile(path):
+    raise ConfigError("workdir", workdir, f"holds no {os.path.basename(path)} (the AutoML run "
+                      "selected no model, or has not finished)", "the workdir of a finished run")
+  return AutoML.load(path)

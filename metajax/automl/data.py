@@ -1,4 +1,8 @@
-"""Data for AutoML: checks, built-in preprocessing, stratified splits, meta-features.
+"""Data for AutoML: loading by name, checks, preprocessing, stratified splits, meta-features.
+
+`load(name, ...)` takes any `metajax.data` registry name that gives a `Dataset` (tables,
+texts, images: `metajax.data.tabular`) or class-indexed images (`ClassImages`, e.g. glyphs,
+uci_digits), or `tfds:NAME` read as rows (`metajax.data.tabular.load_tfds`).
 
 Handling of bad data (each case is either a clear `DataError` or a reported fix):
   * X/y length mismatch, one class only, fewer than `MIN_ROWS` rows, a class
@@ -19,39 +23,66 @@ from typing import Any
 
 import numpy as np
 
-from metajax.errors import ConfigError
+from metajax import data as data_registry
+from metajax.data.base import ClassImages
+from metajax.data.tabular import DataError, Dataset, load_tfds
 
 MIN_ROWS = 20
 
 
-class DataError(ConfigError):
-  """The data cannot be searched over as given (names the problem and the fix)."""
+def load(name: str, data_dir: str = "", max_rows: int = 0, seed: int = 0) -> Dataset:
+  """The classification dataset `name`, at most `max_rows` rows (0: all), subsampled
+  stratified by `seed`. DataError for a registry entry that is not a classification set."""
+  if name.startswith("tfds:"):
+    ds = load_tfds(name.removeprefix("tfds:"), data_dir, max_rows or 20000)
+  else:
+    ds = data_registry.load(name, data_dir)
+  if isinstance(ds, ClassImages):
+    ds = _from_class_images(ds)
+  if not isinstance(ds, Dataset):
+    raise DataError("data.name", name, f"gives {type(ds).__name__}, not a classification set",
+                    ", ".join(names()))
+  return _subsample(ds, max_rows, seed)
 
 
-@dataclasses.dataclass
-class Dataset:
-  """A classification dataset before preprocessing.
+def names() -> list[str]:
+  """Registry names AutoML can search on (ClassImages sets too), plus tfds:NAME."""
+  from metajax.data import tabular
+  return list(tabular.NAMES) + ["glyphs", "uci_digits", "tfds:<name>"]
 
-  modality: 'table' (X: [N, D] numeric or object array, or a DataFrame),
-    'image' (X: [N, H, W, C] uint8/float), 'text' (X: list of N strings).
-  y: [N] labels of any type. test: optional predefined (X, y) test split.
-  """
-  name: str
-  modality: str
-  X: Any
-  y: np.ndarray
-  test: tuple[Any, np.ndarray] | None = None
-  columns: list[str] | None = None
 
-  def __len__(self) -> int:
-    return len(self.y)
+def _from_class_images(ci: ClassImages) -> Dataset:
+  """Every split's images [K, E, H, W, C] as rows labelled by class (classes of all splits)."""
+  xs = [a.reshape(-1, *a.shape[2:]) for a in ci.splits.values()]
+  sizes = [a.shape[:2] for a in ci.splits.values()]
+  first = np.cumsum([0] + [k for k, _ in sizes])
+  y = np.concatenate([np.repeat(np.arange(k) + first[i], e) for i, (k, e) in enumerate(sizes)])
+  return Dataset(ci.name, "image", np.concatenate(xs), y)
+
+
+def _subsample(ds: Dataset, max_rows: int, seed: int) -> Dataset:
+  """At most `max_rows` training rows, stratified (keeps rare classes represented)."""
+  if not max_rows or len(ds) <= max_rows:
+    return ds
+  from sklearn.model_selection import train_test_split
+  idx = np.arange(len(ds))
+  keep, _ = train_test_split(idx, train_size=max_rows, stratify=np.asarray(ds.y).astype(str),
+                             random_state=seed)
+  keep = np.sort(keep)
+  test = ds.test
+  if test is not None and len(test[1]) > max_rows:
+    t = np.sort(np.random.default_rng(seed).permutation(len(test[1]))[:max_rows])
+    test = (take(test[0], t), np.asarray(test[1])[t])
+  return Dataset(ds.name, ds.modality, take(ds.X, keep), np.asarray(ds.y)[keep], test,
+                 ds.columns)
 
 
 def _n(X) -> int:
   return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
-def _take(X, idx):
+def take(X, idx):
+  """Rows `idx` of X (an array, a DataFrame or a list of texts)."""
   if isinstance(X, list):
     return [X[i] for i in idx]
   if hasattr(X, "iloc"):
@@ -102,6 +133,14 @@ def split(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.2)
   frac = val_frac / (1 - (test_frac if ds.test is None else 0.0))
   train, val = train_test_split(rest, test_size=frac, stratify=y[rest], random_state=seed + 1)
   return np.sort(train), np.sort(val), (None if test is None else np.sort(test))
+
+
+def test_rows(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.2):
+  """The raw (X, y) test rows `prepare(ds, seed, val_frac, test_frac)` evaluates on."""
+  if ds.test is not None:
+    return ds.test
+  _, _, te = split(ds, seed, val_frac, test_frac)
+  return take(ds.X, te), np.asarray(ds.y)[te]
 
 
 def _as_float(col: np.ndarray) -> tuple[np.ndarray, int]:
@@ -279,8 +318,8 @@ def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.
   """Checks, splits (stratified, by `seed`) and preprocesses `ds`, fitting on train only."""
   notes = check(ds)
   tr, va, te = split(ds, seed, val_frac, test_frac)
-  Xte, yte = (ds.test if ds.test is not None else (_take(ds.X, te), np.asarray(ds.y)[te]))
-  Xtr, Xva = _take(ds.X, tr), _take(ds.X, va)
+  Xte, yte = (ds.test if ds.test is not None else (take(ds.X, te), np.asarray(ds.y)[te]))
+  Xtr, Xva = take(ds.X, tr), take(ds.X, va)
   ys = [np.asarray(ds.y)[tr], np.asarray(ds.y)[va], np.asarray(yte)]
   classes = np.unique(ys[0].astype(str))
   enc = {c: i for i, c in enumerate(classes)}
@@ -288,7 +327,7 @@ def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.
   if unseen:
     notes.append(f"{unseen} test rows have a label unseen in training: dropped")
     keep = np.array([str(v) in enc for v in ys[2]])
-    Xte, ys[2] = _take(Xte, np.flatnonzero(keep)), ys[2][keep]
+    Xte, ys[2] = take(Xte, np.flatnonzero(keep)), ys[2][keep]
   first = {}
   for v in ys[0]:
     first.setdefault(str(v), v)

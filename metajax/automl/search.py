@@ -24,13 +24,12 @@ import numpy as np
 
 from metajax import parallel
 from metajax.automl import population, space as space_lib, trees
+from metajax.automl.config import METRICS, NEURAL as NN
 from metajax.automl.data import Prepared
 from metajax.runlog import atomic_write
 
-NN = ("mlp", "cnn", "gru")
 TREES = ("rf", "gbm")
 VIEW = {"mlp": "flat", "cnn": "image", "gru": "ids", "rf": "flat", "gbm": "flat"}
-METRICS = ("accuracy", "balanced_accuracy", "f1", "log_loss")
 
 
 def score(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
@@ -101,7 +100,8 @@ class StopSearch(Exception):
 class Executor:
   """Trains jobs (trial, budget) grouped into populations; persists after every call.
 
-  prep: the prepared data; cfg: the automl config; state_path: pickle of the search
+  prep: the prepared data; cfg: the automl config (reads seed and search.*); state_path:
+  pickle of the search
   (None: not persisted). on_rung(executor) runs after every persisted rung.
   """
 
@@ -117,7 +117,7 @@ class Executor:
     self.done: set[tuple[int, float]] = set()
     self.elapsed, self.units, self.rungs = 0.0, 0.0, 0
     self.skipped = 0
-    self.deadline = cfg.time_budget_s or math.inf
+    self.deadline = cfg.search.time_budget_s or math.inf
     self._t0 = time.perf_counter()
     self._dev: dict[str, Any] = {}
     if state_path and os.path.exists(state_path):
@@ -187,15 +187,15 @@ class Executor:
         break
       est, secs, nbytes, reached = trees.grow(
           t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id), b,
-          self.cfg.trees_per_budget, self.prep.views["flat"][0], self.prep.y[0],
+          self.cfg.search.trees_per_budget, self.prep.views["flat"][0], self.prep.y[0],
           stop=lambda: self.now() > self.deadline)
       if reached < b:  # stopped by the time budget part-way
         late, b = True, reached
       self.states[t.id] = est
       prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
-      results[t.id] = (b, score(self.cfg.metric, yv, prob), [], secs, nbytes / 2**20)
+      results[t.id] = (b, score(self.cfg.search.metric, yv, prob), [], secs, nbytes / 2**20)
       self.units += b - t.budget
-    P = population.bucket(self.cfg.group_size, self.mesh.size)
+    P = population.bucket(self.cfg.search.group_size, self.mesh.size)
     for (arch, epochs), group in groups.items():
       view = VIEW[arch.family]
       for c in range(0, len(group), P):
@@ -219,7 +219,7 @@ class Executor:
           if late:
             b = t.budget + curves.shape[1]
           self.states[t.id] = new[i]
-          results[t.id] = (b, score(self.cfg.metric, yv, probs[i]), curves[i].tolist(), secs,
+          results[t.id] = (b, score(self.cfg.search.metric, yv, probs[i]), curves[i].tolist(), secs,
                            nbytes / P / 2**20)
           self.units += b - t.budget
     todo = [(t, b) for t, b in todo if t.id in results]
@@ -253,12 +253,12 @@ class Executor:
 
 
 def predict_proba(prep: Prepared, family: str, hp: dict, state, X, programs=None, arch=None):
-  """Probabilities [N, C] from a trained state (an estimator or a member's state)."""
+  """Probabilities [N, C] from a trained state (an estimator or a `population.Member`)."""
   if family in TREES:
     return trees.predict_proba(state, X, prep.num_classes)
   programs = programs or population.Programs(parallel.make_mesh())
   P = programs.mesh.size
-  params = parallel.shard_batch(jax.tree.map(lambda a: np.stack([a] * P), state["params"]),
+  params = parallel.shard_batch(jax.tree.map(lambda a: np.stack([a] * P), state.state.params),
                                 programs.mesh)
   return programs.predict(arch, params, X)[0]
 

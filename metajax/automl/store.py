@@ -115,8 +115,9 @@ class ExperienceStore:
     """Upserts the trials of a search (search.Trial objects) on `prep`'s dataset."""
     rows = []
     for t in trials:
-      rows.append(dict(trial=t.id, family=t.family, hparams=t.hp, scheduler=cfg.scheduler,
-                       metric=cfg.metric, budget=t.budget, val_score=t.score, status=t.status,
+      rows.append(dict(trial=t.id, family=t.family, hparams=t.hp,
+                       scheduler=cfg.search.scheduler, metric=cfg.search.metric,
+                       budget=t.budget, val_score=t.score, status=t.status,
                        cost_s=t.cost_s, note=t.note,
                        test_score=(test_scores or {}).get(t.id),
                        curve=[dict(budget=h["budget"], score=_clean(h["score"]),

@@ -17,6 +17,15 @@ DATASETS.register("uci_digits", "metajax.data.uci_digits:load")
 DATASETS.register("omniglot", "metajax.data.tfds_images:load_omniglot")
 DATASETS.register("sinusoid", "metajax.data.sinusoid:load")
 DATASETS.register("sort_of_clevr", "metajax.data.sort_of_clevr:load")
+# AutoML classification sets (tables, texts, images): metajax.data.tabular.Dataset
+DATASETS.register("breast_cancer", "metajax.data.tabular:breast_cancer")
+DATASETS.register("wine", "metajax.data.tabular:wine")
+DATASETS.register("iris", "metajax.data.tabular:iris")
+DATASETS.register("digits", "metajax.data.tabular:digits")
+DATASETS.register("adult", "metajax.data.tabular:adult")
+DATASETS.register("titanic", "metajax.data.tabular:titanic")
+DATASETS.register("fine_food", "metajax.data.tabular:fine_food")
+DATASETS.register("mnist_5k", "metajax.data.tabular:mnist_5k")
 
 
 def load(name: str, data_dir: str = ""):

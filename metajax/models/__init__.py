@@ -19,6 +19,8 @@ from metajax.registry import Registry
 MODELS = Registry("model.name")
 MODELS.register("conv4", Conv4)
 MODELS.register("mlp", MLP)
+MODELS.register("cnn", "metajax.models.cnn:CNN")
+MODELS.register("gru", "metajax.models.gru:GRU")
 
 
 def make(name: str, **kwargs: Any):

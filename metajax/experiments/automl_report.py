@@ -1,4 +1,5 @@
-"""`report.md` and a self-contained `report.html` (plots inlined as base64) in the workdir."""
+"""The AutoML experiment's `report.md` and self-contained `report.html` (plots inlined as
+base64) in the workdir."""
 
 from __future__ import annotations
 
@@ -132,6 +133,10 @@ def plot_progress(path, executors, metric):
   plt.close(fig)
 
 
+def _compiles(programs) -> str:
+  return ", ".join(f"{n} {k}" for k, n in sorted(programs.compiles_by.items()))
+
+
 def _hp(hp: dict) -> str:
   return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(hp.items()))
 
@@ -148,22 +153,23 @@ def trial_rows(trials):
 
 def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
   """Writes report.md and report.html in `workdir`; returns the path of report.md."""
-  plots = {}
+  s, plots = cfg.search, {}
   board = search.leaderboard(ex.trials.values())
   trials = list(ex.trials.values())
-  for name, fn, args in (("rungs.png", plot_rungs, (trials, cfg.metric)),
-                         ("leaderboard.png", plot_leaderboard, (board, cfg.metric)),
-                         ("hyperparameters.png", plot_hparams, (trials, cfg.metric)),
-                         ("progress.png", plot_progress, ({"search": ex, **base}, cfg.metric))):
+  for name, fn, args in (("rungs.png", plot_rungs, (trials, s.metric)),
+                         ("leaderboard.png", plot_leaderboard, (board, s.metric)),
+                         ("hyperparameters.png", plot_hparams, (trials, s.metric)),
+                         ("progress.png", plot_progress, ({"search": ex, **base}, s.metric))):
     path = os.path.join(workdir, name)
     fn(path, *args)
     plots[name] = path
-  status = {s: sum(t.status == s for t in trials) for s in ("complete", "pruned", "failed")}
+  status = {k: sum(t.status == k for t in trials) for k in ("complete", "pruned", "failed")}
   sections: list[tuple] = [
       ("h1", f"AutoML report: {prep.name}"),
       ("p", f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
             f"seed {cfg.seed}; {ex.mesh.size} device(s); {ex.programs.compiles} compiled "
-            f"population programs; search {ex.elapsed:.1f} s (including compiles)."),
+            f"population programs ({_compiles(ex.programs)}); search {ex.elapsed:.1f} s "
+            "(including compiles)."),
       ("h2", "Dataset"),
       ("table", ["property", "value"],
        [["name", prep.name], ["modality", prep.modality], ["classes", len(prep.classes)],
@@ -172,12 +178,12 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
       ("h2", "Steps and algorithms"),
       ("ul", prep.notes + [
           f"families searched: {', '.join(sorted({t.family for t in trials}))}",
-          f"scheduler: {cfg.scheduler} (eta={cfg.eta}, budgets {cfg.min_budget:g}..{cfg.max_budget:g};"
-          f" budget = epochs for neural families, x{cfg.trees_per_budget} trees/iterations for "
+          f"scheduler: {s.scheduler} (eta={s.eta}, budgets {s.min_budget:g}..{s.max_budget:g};"
+          f" budget = epochs for neural families, x{s.trees_per_budget} trees/iterations for "
           "ensembles)",
-          f"sampler: {cfg.sampler}, {cfg.group_size} consecutive samples share architecture and "
+          f"sampler: {s.sampler}, {s.group_size} consecutive samples share architecture and "
           "batch size so they train as one vmapped population",
-          f"metric: validation {cfg.metric}; trials: {len(trials)} ({status['complete']} complete, "
+          f"metric: validation {s.metric}; trials: {len(trials)} ({status['complete']} complete, "
           f"{status['pruned']} pruned, {status['failed']} failed); budget used: {ex.units:g} units",
       ]),
       ("h2", "Selected model"),
@@ -187,11 +193,12 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
   else:
     sections += [
         ("p", f"Trial #{best.id}: **{best.family}** with {_hp(best.hp)}, trained to budget "
-              f"{best.budget:g}; validation {cfg.metric} {best.score:.4f}."),
+              f"{best.budget:g}; validation {s.metric} {best.score:.4f}. Saved in the workdir "
+              "(model.json, model.pkl): `metajax.load_trained(workdir).predict(X)`."),
         ("table", ["test accuracy", "test macro F1", "test log-loss"],
          [[f"{test['accuracy']:.4f}", f"{test['f1']:.4f}", f"{test['log_loss']:.4f}"]]),
     ]
-  rows = [["search (" + cfg.scheduler + ")", len(trials), f"{ex.units:g}",
+  rows = [["search (" + s.scheduler + ")", len(trials), f"{ex.units:g}",
            _fmt(best.score) if best else "-", _fmt(test.get("accuracy", float("nan"))),
            _fmt(test.get("f1", float("nan"))), _fmt(test.get("log_loss", float("nan")))]]
   for name, (b, tm) in base_results.items():
@@ -200,7 +207,7 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
                  _fmt(tm.get("f1", float("nan"))), _fmt(tm.get("log_loss", float("nan")))])
   sections += [
       ("h2", "Beside it, at the same budget"),
-      ("table", ["method", "trials", "budget units", f"val {cfg.metric}", "test accuracy",
+      ("table", ["method", "trials", "budget units", f"val {s.metric}", "test accuracy",
                  "test F1", "test log-loss"], rows),
       ("h2", "Leaderboard"), ("img", plots["leaderboard.png"]),
       ("h2", "Plots"), ("img", plots["rungs.png"]), ("img", plots["progress.png"]),

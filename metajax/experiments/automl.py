@@ -1,0 +1,114 @@
+"""The AutoML experiment: `run(config, workdir)` (config: configs/automl.py).
+
+Sections: validate -> data -> workdir -> search (resumable) -> baselines at the same
+budget -> test evaluation -> experience store -> saved model -> report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+
+from absl import logging
+
+from metajax import parallel, runlog, saved
+from metajax.automl import api, config as config_lib, engine, population, search
+from metajax.automl.store import ExperienceStore
+from metajax.experiments import automl_report
+
+
+def run_baselines(prep, cfg, fams, units: float, workdir: str | None, programs=None):
+  """Random search and the hand-set default, each trained to max_budget, with `units` of budget
+  in all (the search's): name -> executor."""
+  s, out = cfg.search, {}
+  n = max(1, int(units // s.max_budget))
+  rs = search.Executor(prep, cfg, workdir and os.path.join(workdir, "random_state.pkl"),
+                       "random", programs=programs)
+  rs.deadline = math.inf
+  sampler = search.Sampler(cfg.space, fams, "random", cfg.seed + 7919, s.group_size)
+  search.fixed(rs, [dict(family=t.family, **t.hp) for t in search._new(rs, sampler, n)],
+               s.max_budget)
+  out["random search"] = rs
+  hand_set = cfg.baselines.hand_set
+  fam = next((f for f in fams if f in hand_set), fams[0])
+  hp = dict(hand_set[fam]) if fam in hand_set else {}
+  de = search.Executor(prep, cfg, workdir and os.path.join(workdir, "default_state.pkl"),
+                       "default", programs=programs)
+  de.deadline = math.inf
+  search.fixed(de, [dict(family=fam, **hp)], s.max_budget)
+  out["hand-set default"] = de
+  return out
+
+
+def store_path(cfg, workdir: str) -> str:
+  return os.path.expanduser(cfg.store_path.replace("{workdir}", workdir))
+
+
+def save_model(workdir: str, config, ex: search.Executor, best, test) -> None:
+  """model.pkl (the fitted `AutoML`) and model.json, so `metajax.load_trained` finds it."""
+  model = api.AutoML.from_search(config, ex, best, test)
+  model.save(os.path.join(workdir, api.MODEL_FILE))
+  arch = ex.arch(best) if best.family in config_lib.NEURAL else None
+  spec = (arch.spec(best.hp.get("dropout", 0.0)) if arch is not None
+          else dict(name=best.family, **best.hp))  # a scikit-learn ensemble
+  saved.write_card(workdir, "automl", model=spec, file=api.MODEL_FILE, family=best.family,
+                   hparams=best.hp, budget=best.budget, dataset=ex.prep.name,
+                   classes=[str(c) for c in ex.prep.classes], val_score=best.score, test=test)
+
+
+def run(config, workdir: str) -> dict:
+  """Runs the AutoML experiment of `config` in `workdir`; returns results and the report path."""
+  # ---- validate (nothing touched yet; a workdir that cannot be written fails before the data)
+  config_lib.validate(config)
+  runlog.check_workdir(workdir)
+  prep, fams = engine.load_data(config)
+  resumed = runlog.prepare_workdir(workdir, config)
+  programs = population.Programs(parallel.make_mesh(config.num_devices or None))
+  store = ExperienceStore(store_path(config, workdir))
+  run_id = hashlib.sha1((os.path.abspath(workdir) + config.to_json_best_effort())
+                        .encode()).hexdigest()[:12]
+
+  # ---- search (persisted after every rung; a rerun skips finished rungs)
+  state_path = os.path.join(workdir, "search_state.pkl")
+  writer = runlog.MetricWriter(workdir)  # keep all rows: each is written only after its rung is persisted
+
+  def on_rung(ex):
+    best = max((h["score"] for t in ex.trials.values() for h in t.history
+                if math.isfinite(h["score"])), default=-math.inf)
+    writer.write(ex.rungs, {"best_val_score": best, "budget_units": ex.units,
+                            "elapsed_s": ex.now(), "trials": len(ex.trials)})
+    logging.info("rung %d: %d trials, %.0f budget units, best val %.4f, %.1f s",
+                 ex.rungs, len(ex.trials), ex.units, best, ex.now())
+
+  t0 = time.perf_counter()
+  ex = engine.run_search(prep, config, fams, state_path, store, run_id, on_rung, programs)
+  search_s = ex.now()
+  writer.close()
+
+  # ---- baselines at the same budget (budget units), then test scores
+  base = (run_baselines(prep, config, fams, ex.units, workdir, programs)
+          if config.baselines.enabled else {})
+  best, test = engine.evaluate_best(ex)
+  base_results = {k: engine.evaluate_best(v) for k, v in base.items()}
+
+  # ---- experience store and the saved model
+  if best is not None:
+    store.record(run_id, prep, config, [best], {best.id: test.get("accuracy")})
+    save_model(workdir, config, ex, best, test)
+
+  # ---- report
+  path = automl_report.write(workdir, prep, config, ex, best, test, base, base_results)
+  result = dict(report=path, html=path[:-3] + ".html", resumed=resumed, dataset=prep.name,
+                best=None if best is None else dict(id=best.id, family=best.family, hp=best.hp,
+                                                    val_score=best.score, budget=best.budget),
+                test=test, trials=len(ex.trials), budget_units=ex.units,
+                search_s=search_s, wall_s=time.perf_counter() - t0, compiles=programs.compiles,
+                compiles_by=dict(programs.compiles_by),
+                baselines={k: dict(test=v[1], val_score=None if v[0] is None else v[0].score,
+                                   trials=len(base[k].trials)) for k, v in base_results.items()})
+  runlog.atomic_write(os.path.join(workdir, "result.json"),
+                      json.dumps(result, indent=2, default=str))
+  return result
