@@ -78,21 +78,21 @@ class TrainedLearner:
       ds = data.load(source, self.data_dir)
     else:
       ds = ClassImages("array", {split: np.asarray(source)})
-    if (task_kind(ds) != self.card["task"]):
+    if task_kind(ds) != self.card["task"]:
       raise ConfigError("dataset", getattr(ds, "name", source),
                         f"it is a {task_kind(ds)} dataset, this run learned {self.card['task']}",
                         f"a {self.card['task']} dataset")
     spec = EpisodeSpec(1 if self.card["task"] == "regression" else ways, shots, queries, batch)
     if isinstance(ds, ClassImages):
-      if split not in ds.splits:
-        raise ConfigError("split", split, f"{ds.name} has no such split", ", ".join(ds.splits))
-      spec.validate(ds.splits[split].shape, f"{ds.name} {split}")
-      if tuple(ds.image_shape) != self.input_shape:
-        raise ConfigError("dataset", ds.name, f"its images are {tuple(ds.image_shape)}, the "
-                          f"model takes {self.input_shape}", f"{self.input_shape} images")
       if self.learner.num_ways not in (None, ways):
         raise ConfigError("ways", ways, f"the head is fixed to {self.learner.num_ways} ways",
                           str(self.learner.num_ways))
+      if split not in ds.splits:
+        raise ConfigError("split", split, f"{ds.name} has no such split", ", ".join(ds.splits))
+      if tuple(ds.image_shape) != self.input_shape:
+        raise ConfigError("dataset", ds.name, f"its images are {tuple(ds.image_shape)}, the "
+                          f"model takes {self.input_shape}", f"{self.input_shape} images")
+      spec.validate(ds.splits[split].shape, f"{ds.name} {split}")
     per_episode = evaluate(jax.jit(self.learner.eval_step), self.state, sampler(ds, split, spec),
                            episodes, batch, jax.random.key(seed))
     return summarise(per_episode)[0]
