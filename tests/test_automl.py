@@ -434,6 +434,8 @@ def test_api_fit_predict_save_load(tmp_path):
   m2 = AutoML.load(m.save(str(tmp_path / "m.pkl")))
   assert (m2.predict(X[:10]) == pred).all()
   assert m2.evaluate(X, y)["accuracy"] == pytest.approx((m.predict(X) == y).mean())
+  with pytest.raises(ConfigError, match="evaluate"):
+    m2.evaluate()  # fitted on arrays: no dataset to reload
   with pytest.raises(data_lib.DataError, match="labels"):
     AutoML(time_budget_s=0, scheduler="sh", n_trials=3).fit(X)
   yi = (y == "yes").astype(np.int64) * 7  # integer labels come back as integers

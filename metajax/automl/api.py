@@ -67,10 +67,12 @@ class AutoML:
       ds = data_lib.load(X, cfg.data.data_dir, cfg.data.max_rows, cfg.seed)
     else:
       if y is None:
-        raise data_lib.DataError("data.y", None, "fit(X, y) needs labels", "y with one label per row")
+        raise data_lib.DataError("data.y", None, "fit(X, y) needs labels",
+                                 "y with one label per row")
       modality = modality or ("text" if isinstance(X, list) and X and isinstance(X[0], str)
                               else "image" if np.ndim(X) >= 3 else "table")
       ds = data_lib.Dataset(name, modality, X, np.asarray(y))
+      cfg.data.name = name  # not a registry name: evaluate() then needs its data given
     d = cfg.data
     fams = config_lib.families_for(cfg, ds.modality)
     prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size)

@@ -1,7 +1,7 @@
 """Search spaces declared in ml-collections configs, and their samplers.
 
-A space is a ConfigDict: `families` (the model families to search over) and,
-per family, a ConfigDict of hyperparameters, each a tuple
+A space is a ConfigDict (the default: `space` in configs/automl.py) holding, per family,
+a ConfigDict of hyperparameters, each a tuple
 
   ('log_uniform', lo, hi) | ('uniform', lo, hi) | ('int', lo, hi) | ('choice', (a, b, ...))
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from metajax.errors import ConfigError
@@ -25,32 +24,6 @@ from metajax.errors import ConfigError
 KINDS = ("log_uniform", "uniform", "int", "choice")
 # Hyperparameters that change array shapes: members sharing them share a compiled program.
 STRUCTURAL = ("layers", "units", "batch_size", "embed")
-
-_NN = dict(
-    learning_rate=("log_uniform", 1e-3, 1e-1),
-    batch_size=("choice", (16, 32, 64)),
-    layers=("choice", (2, 3, 4)),
-    units=("choice", (64, 128, 256)),
-    optimizer=("choice", ("adam", "sgd", "rmsprop")),
-    dropout=("choice", (0.2, 0.5)),
-)
-
-
-def default_space() -> ml_collections.ConfigDict:
-  """The default space of issue 3, per family (trees get their own knobs)."""
-  s = ml_collections.ConfigDict()
-  s.families = ()  # empty: every family that fits the data's modality
-  s.mlp = dict(_NN)
-  s.cnn = dict(_NN, units=("choice", (32, 64, 128)))  # conv channels = units // 2
-  s.gru = dict(_NN, layers=("choice", (1,)), units=("choice", (32, 64, 128)))
-  s.rf = dict(max_depth=("choice", (0, 8, 16)),  # 0: unlimited
-              max_features=("choice", ("sqrt", "log2", 0.5)),
-              min_samples_leaf=("int", 1, 8))
-  s.gbm = dict(learning_rate=("log_uniform", 1e-2, 3e-1),
-               max_leaf_nodes=("choice", (15, 31, 63)),
-               l2_regularization=("log_uniform", 1e-4, 1.0),
-               min_samples_leaf=("int", 5, 40))
-  return s
 
 
 def check_space(space, families: list[str]) -> None:

@@ -73,7 +73,8 @@ def run(config, workdir: str) -> dict:
 
   # ---- search (persisted after every rung; a rerun skips finished rungs)
   state_path = os.path.join(workdir, "search_state.pkl")
-  writer = runlog.MetricWriter(workdir)  # keep all rows: each is written only after its rung is persisted
+  # keep every row on resume: a row is written only after its rung is persisted
+  writer = runlog.MetricWriter(workdir)
 
   def on_rung(ex):
     best = max((h["score"] for t in ex.trials.values() for h in t.history
