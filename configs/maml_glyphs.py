@@ -16,8 +16,9 @@ sizes, comma-separated (`learner.name` sets the flags in `metajax.meta.maml.VARI
       --config.episodes.shots=5 --config.eval.shots='(5,)'
 
 MAML on Omniglot reaches 98.7% 5-way 1-shot; glyphs is an offline stand-in, so numbers are not
-comparable, and the full 60,000 steps were not run on CPU. A one-minute run, `--config.train.steps=150
---config.model.filters=32 --config.train.meta_batch=8 --config.eval.queries=5`, should reach
+comparable, and the full 60,000 steps were not run on CPU. A one-minute run,
+`--config.train.steps=150 --config.model.filters=32 --config.train.meta_batch=8
+--config.eval.queries=5`, should reach
 about 73% (maml), 58% (fomaml), 76% (lslr) and 75% (metasgd) on glyphs 5-way 1-shot and
 about 48% on UCI digits (BUILD_NOTES.md).
 """

@@ -111,7 +111,8 @@ def _run(tx, steps=6, state=None):
   """Params after `steps` updates on a fixed quadratic, and the final optimizer state."""
   params = _params()
   state = tx.init(params) if state is None else state
-  grad = jax.grad(lambda p: sum(jnp.sum((x - 0.5) ** 2 * (i + 1)) for i, x in enumerate(jax.tree.leaves(p))))
+  grad = jax.grad(lambda p: sum(jnp.sum((x - 0.5) ** 2 * (i + 1))
+                                for i, x in enumerate(jax.tree.leaves(p))))
   for _ in range(steps):
     updates, state = tx.update(grad(params), state, params)
     params = optax.apply_updates(params, updates)

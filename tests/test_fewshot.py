@@ -48,8 +48,8 @@ def test_protonet_learns(protonet_run):
 
 def test_maml_learns(tmp_path):
   # conv4-16 of depth 2, meta-batch 4: untrained ~0.32, 40 steps ~0.74 (second order)
-  c, results = tiny_run(tmp_path / "run", "configs/maml_glyphs.py", model={"filters": 16, "depth": 2},
-                        steps=40, meta_batch=4)
+  c, results = tiny_run(tmp_path / "run", "configs/maml_glyphs.py",
+                        model={"filters": 16, "depth": 2}, steps=40, meta_batch=4)
   assert c.learner.name == "maml" and not c.learner.first_order
   assert accuracy(results) > 1 / WAYS + 0.3
   trained = metajax.load_trained(str(tmp_path / "run"))

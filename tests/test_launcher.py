@@ -32,7 +32,8 @@ def test_end_to_end_writes_everything(tmp_path):
   r = launch(wd, "--config.train.steps=6", "--config.optimizer.learning_rate=0.003")
   assert r.returncode == 0, r.stderr[-3000:]
   config = json.load(open(wd / "config.json"))
-  assert config["train"]["steps"] == 6 and config["optimizer"]["learning_rate"] == 0.003  # overrides
+  assert config["train"]["steps"] == 6  # overrides
+  assert config["optimizer"]["learning_rate"] == 0.003
   for name in ("report.md", "learning_curve.png", "results.json", "metrics.jsonl", "model.json"):
     assert (wd / name).exists(), name
   assert os.listdir(wd / "tensorboard") and os.listdir(wd / "checkpoints")

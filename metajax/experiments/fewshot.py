@@ -51,7 +51,8 @@ def _renamed(keys: dict[str, str], fn, *args):
 
 def check_config(config) -> None:
   """Cheap checks of names and sizes; raises ConfigError naming key, value and what is valid."""
-  for key, name in [("data.name", config.data.name)] + [("eval.datasets", n) for n in config.eval.datasets]:
+  named = [("data.name", config.data.name)] + [("eval.datasets", n) for n in config.eval.datasets]
+  for key, name in named:
     if not name.startswith("tfds:"):
       _renamed({"dataset": key}, data.DATASETS.get, name)
   models.MODELS.get(config.model.name)
@@ -96,12 +97,13 @@ def eval_settings(config, datasets: dict, learner) -> tuple[list[EvalSetting], l
   for name in config.eval.datasets:
     ds = datasets[name]
     if isinstance(ds, Sinusoid):
-      settings += [EvalSetting(name, "test", EpisodeSpec(1, k, config.eval.queries, config.eval.batch))
+      settings += [EvalSetting(name, "test", EpisodeSpec(1, k, config.eval.queries,
+                                                          config.eval.batch))
                    for k in config.eval.shots]
       continue
     if "test" not in ds.splits:
-      raise ConfigError("eval.datasets", name, f"it has no 'test' split (splits: {list(ds.splits)})",
-                        "a dataset with a meta-test split")
+      raise ConfigError("eval.datasets", name, "it has no 'test' split (splits: "
+                        f"{list(ds.splits)})", "a dataset with a meta-test split")
     if ds.image_shape != image_shape:
       raise ConfigError("eval.datasets", name, f"its images are {ds.image_shape}, the model "
                         f"trains on {image_shape}", f"datasets of {image_shape} images")

@@ -18,7 +18,8 @@ def batch_norm(learner) -> str:
   if not isinstance(learner, MAML):
     return "batch statistics in training, running averages at evaluation"
   if learner.config.batch_norm == "transductive":
-    return "transductive: batch statistics of the current support/query set, in training and meta-test"
+    return ("transductive: batch statistics of the current support/query set, in training "
+            "and meta-test")
   return ("per-step (MAML++ BNWB+BNRS): per-inner-step BN scale/bias and running statistics; "
           "meta-test uses the running statistics (not transductive)")
 

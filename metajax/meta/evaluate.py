@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from metajax import parallel
-from metajax.data.base import ClassImages
 from metajax.data.episodes import EpisodeSpec, Tasks, make_sampler
 from metajax.data.sinusoid import Sinusoid
 from metajax.report import mean_ci95

@@ -16,11 +16,12 @@ One learner covers five algorithms, picked by flags of `MAMLConfig`:
 The inner loop is a `lax.scan` of `inner_steps` updates
 `fast <- fast - lr * direction(grad)`, where `direction` is an optax transform
 (identity = SGD; e.g. `optax.scale_by_adam(eps_root=1e-8)`); `remat=True`
-wraps the step in `jax.checkpoint` so second-order memory stays flat as steps
-grow (it keeps the loop rolled: conv4-8 second-order temp memory 7.55 MB at
-2 steps, 7.60 MB at 8, vs 12.8 / 35.8 MB without); `multi_step_loss=True` is MAML++'s annealed sum of query losses after
-every step. Learned rates live in log space in `TrainState.params['log_lr']`,
-so they are checkpointed and updated with the weights.
+wraps the step in `jax.checkpoint` so second-order memory stays flat as steps grow
+(conv4-8 temp memory 7.55 / 7.60 MB at 2 / 8 steps, vs 12.8 / 35.8 MB without);
+`multi_step_loss=True` is MAML++'s annealed sum of query losses after every step.
+Learned rates live in log space in `TrainState.params['log_lr']`, so they are
+checkpointed and updated with the weights. `VARIANTS` holds, once, the flags each
+algorithm name sets; `build` makes a learner from a `learner` sub-config.
 
 Batch norm (Linen `BatchNorm` with a `batch_stats` collection):
   'transductive' (default, as in the published MAML numbers): every forward pass
@@ -54,9 +55,6 @@ Example on your own Linen model (5-way classification)::
   state, metrics = step(state, tasks, key)       # {'loss', 'accuracy'}
   curves = jax.jit(learner.eval_step)(state, tasks, key)  # {'accuracy_by_step': [B, 11], ...}
   logits = jax.jit(learner.predict)(state, sx, sy, qx)    # one task: [Q, 5] after adapting
-
-Experiments pick the algorithm by name (`learner.name`): `VARIANTS` holds, once, the
-flags each name sets, and `build` checks a config's flags against them.
 """
 
 from __future__ import annotations
@@ -78,6 +76,7 @@ from metajax.state import TrainState
 LEARN_LR = ("none", "per_layer_step", "per_param")
 BATCH_NORM = ("transductive", "per_step")
 TASK_BATCHING = ("vmap", "map")
+TASKS = ("classification", "regression")
 INNER_OPTIMIZERS = {
     "sgd": optax.identity,
     "momentum": lambda: optax.trace(0.9),
@@ -119,11 +118,9 @@ class MAMLConfig:
     if self.eval_inner_steps is not None and self.eval_inner_steps <= 0:
       raise ConfigError("learner.eval_inner_steps", self.eval_inner_steps, "must be positive",
                         ">= 1, or None for inner_steps")
-    require_in("learner.learn_lr", self.learn_lr, LEARN_LR)
-    require_in("learner.batch_norm", self.batch_norm, BATCH_NORM)
-    require_in("learner.task_batching", self.task_batching, TASK_BATCHING)
-    require_in("learner.inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
-    require_in("learner.task", self.task, ("classification", "regression"))
+    for key, valid in (("learn_lr", LEARN_LR), ("batch_norm", BATCH_NORM), ("task", TASKS),
+                       ("task_batching", TASK_BATCHING), ("inner_optimizer", INNER_OPTIMIZERS)):
+      require_in(f"learner.{key}", getattr(self, key), valid)
 
   @property
   def test_steps(self) -> int:
@@ -154,8 +151,8 @@ class MAML:
   def __post_init__(self):
     self.config.validate()
     if self.config.task == "classification" and not (self.num_ways or 0) > 0:
-      raise ConfigError("episodes.ways", self.num_ways, "MAML's classifier head fixes N: pass num_ways",
-                        "the N of the N-way tasks, e.g. 5")
+      raise ConfigError("episodes.ways", self.num_ways,
+                        "MAML's classifier head fixes N: pass num_ways", "the N of the N-way tasks")
 
   # ---------------------------------------------------------------- params
 
@@ -358,9 +355,7 @@ class MAML:
     """(meta-gradient w.r.t. state.params, metrics, new model_state) of one meta-batch."""
     (_, (loss, acc, model_state)), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(
         state.params, state.model_state, tasks, state.step)
-    metrics = {"loss": loss}
-    if self.config.task == "classification":
-      metrics["accuracy"] = acc
+    metrics = {"loss": loss, **({"accuracy": acc} if self.config.task == "classification" else {})}
     return grads, metrics, model_state
 
   def train_step(self, state: TrainState, tasks: Tasks, key: jax.Array):
@@ -387,13 +382,12 @@ class MAML:
     return {"accuracy": acc[:, c.test_steps], "loss": loss[:, c.test_steps],
             "accuracy_by_step": acc, "loss_by_step": loss}
 
-  # ---------------------------------------------------------------- accessors
-
   def learning_rates(self, state: TrainState) -> dict[str, Any]:
     """'layer/param' -> learned inner rates: [S] (LSLR) or the per-entry array (Meta-SGD)."""
     if self.config.learn_lr == "none":
       return {}
-    return {"/".join(k): jnp.exp(v) for k, v in _flat(jax.device_get(state.params["log_lr"])).items()}
+    log_lr = _flat(jax.device_get(state.params["log_lr"]))
+    return {"/".join(k): jnp.exp(v) for k, v in log_lr.items()}
 
 
 def build(cfg, model_fn, optimizer: optax.GradientTransformation, ways: int, task: str) -> MAML:
