@@ -2,9 +2,10 @@
 
   flock /tmp/metajax_heavy.lock .venv/bin/python bench/multimodal_throughput.py [--steps 20]
 
-Times the jitted train step of configs/multimodal_sortofclevr.py (its batch of 128
-questions, 8 per image, real Sort-of-CLEVR batches) for early and late fusion in float32
-and bfloat16, after one compile step, and counts the step's FLOPs from XLA's cost analysis.
+Times the jitted train step (`metajax.multimodal.steps`) of configs/multimodal_sortofclevr.py
+(its model and optimizer, its batch of 128 questions, 8 per image, real Sort-of-CLEVR
+batches) for early and late fusion in float32 and bfloat16, after one compile step, and
+counts the step's FLOPs from XLA's cost analysis.
 Prints one JSON line per variant.
 """
 
@@ -16,15 +17,16 @@ import time
 
 import jax
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs.multimodal_sortofclevr import get_config  # noqa: E402
-from metajax import parallel
-from metajax.data import sort_of_clevr as soc
-from metajax.multimodal import train as mt
-from metajax.multimodal.model import MODALITIES, MultimodalTransformer, example_batch
-from metajax.multimodal.tokenize import encode, train_tokenizer
+from metajax import models, optim, parallel  # noqa: E402
+from metajax.data import sort_of_clevr as soc  # noqa: E402
+from metajax.experiments.sort_of_clevr import model_fields  # noqa: E402
+from metajax.multimodal.model import MODALITIES, example_batch  # noqa: E402
+from metajax.multimodal.steps import make_train_step  # noqa: E402
+from metajax.multimodal.tokenize import encode, train_tokenizer  # noqa: E402
+from metajax.state import TrainState  # noqa: E402
 
 
 def main():
@@ -37,23 +39,24 @@ def main():
   config = get_config()
   config.model.update(json.loads(args.model))
   d = soc.generate(200, 0, config.data.table_rows)
-  tok = train_tokenizer(sorted(set(d["q_text"].tolist())), config.model.vocab_size)
-  split = mt.Split(d, *encode(tok, d["q_text"].tolist(), config.model.max_text_len))
+  tok = train_tokenizer(sorted(set(d["q_text"].tolist())), config.text.vocab_size)
+  split = soc.Split(d, *encode(tok, d["q_text"].tolist(), config.model.max_text_len))
   mesh = parallel.make_mesh()
   bs = config.train.batch_size
   for variant in args.variants.split(","):
     fusion, dtype = variant.split(":")
     config.model.fusion, config.model.dtype = fusion, dtype
-    mcfg = mt.model_config(config, tok.vocab_size)
-    model = MultimodalTransformer(mcfg)
-    params = model.init(jax.random.key(0), example_batch(mcfg))["params"]
-    tx = optax.adamw(1e-3)
-    state = parallel.replicate(mt.TrainState(jax.numpy.zeros((), jax.numpy.int32), params,
-                                             tx.init(params)), mesh)
+    model = models.from_config(config.model, **model_fields(config, len(tok)))
+    params = model.init(jax.random.key(0), example_batch(model.cfg))["params"]
+    tx = optim.make_optimizer(config.optimizer, config.train.steps)  # the recipe's AdamW
+    state = parallel.replicate(TrainState.create(params, tx), mesh)
     r = config.train.questions_per_image
-    step = mt.make_train_step(model, tx, tuple(config.train.drop[m] for m in MODALITIES), 0.0,
-                              questions_per_scene=r)
-    idx = [mt.scene_indices(0, i, bs, r, split.by_image) for i in range(args.steps + 1)]
+    repl, shard = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    step = jax.jit(make_train_step(model, tx, tuple(config.train.drop[m] for m in MODALITIES),
+                                   0.0, questions_per_scene=r),
+                   in_shardings=(repl, shard, repl), out_shardings=(repl, repl),
+                   donate_argnums=0)
+    idx = [soc.scene_indices(0, i, bs, r, split.by_image) for i in range(args.steps + 1)]
     batches = [parallel.shard_batch({**split.batch(q, r), "weight": np.ones(bs, np.float32)},
                                     mesh) for q in idx]
     key = jax.random.key(0)

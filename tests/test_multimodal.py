@@ -1,5 +1,7 @@
-"""Multimodal transformer, Sort-of-CLEVR data, bad inputs, few-shot head, training path (issue 4)."""
+"""Multimodal transformer, Sort-of-CLEVR data, bad inputs, few-shot head, steps, the
+Sort-of-CLEVR driver (one shared tiny run) and the saved model (issue 4)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -11,14 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import metajax
+from metajax import models, optim, parallel, runlog
 from metajax.data import sort_of_clevr as soc
+from metajax.data.episodes import EpisodeSpec
 from metajax.errors import ConfigError
+from metajax.experiments import sort_of_clevr as driver
 from metajax.meta.protonet import prototypes
 from metajax.multimodal import (ModelConfig, MultimodalTransformer, Preprocessor, TableSchema,
                                 check_batch, check_values, encode, example_batch, load_tokenizer,
                                 train_tokenizer)
-from metajax.multimodal import fewshot
-from metajax.data.episodes import EpisodeSpec
+from metajax.multimodal import fewshot, steps
+from metajax.state import TrainState
 
 TINY = ModelConfig(image_shape=(75, 75, 3), patch=15, vocab_size=256, max_text_len=16,
                    table_categorical=(6, 2), table_numeric=3, table_rows=3, dim=16, depth=1,
@@ -37,8 +43,7 @@ def tok(scenes):
 
 
 def _batch(scenes, tok, n=4):
-  from metajax.multimodal.train import Split
-  split = Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
+  split = soc.Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
   b = split.batch(np.arange(n))
   return {k: jnp.asarray(b[k]) for k in ("image", "text", "text_mask", "table_cat",
                                          "table_num", "table_mask")}
@@ -95,17 +100,34 @@ def test_cache_is_reused_and_a_corrupt_cache_is_rebuilt(tmp_path):
 
 
 # --- model ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _init(cfg=TINY, seed=0):
-  """(model, params) of `cfg`."""
+  """(model, params) of `cfg`, once per config. Jitted, with an 'rbg' key: XLA on CPU compiles
+  threefry's init three times slower, and these tests hold for any params."""
   model = MultimodalTransformer(cfg)
-  return model, model.init(jax.random.key(seed), example_batch(cfg))["params"]
+  key = jax.random.key(seed, impl="rbg")
+  return model, jax.jit(model.init)(key, example_batch(cfg))["params"]
+
+
+def _apply(model):
+  """`model.apply` jitted: one compile per batch layout beats eager op-by-op dispatch here."""
+  return jax.jit(model.apply, static_argnames="questions_per_scene")
+
+
+def test_registry_builds_the_transformer_from_keyword_arguments():
+  model = models.make("multimodal_transformer", **{**TINY.__dict__, "stem_channels": [8, 8, 8, 8]})
+  assert model.cfg == TINY  # lists (JSON, config files) become tuples
+  with pytest.raises(ConfigError, match="model.depht.*no such argument.*depth"):
+    models.make("multimodal_transformer", depht=2)
+  with pytest.raises(ConfigError, match="model.heads.*must divide model.dim=16"):
+    models.make("multimodal_transformer", **{**TINY.__dict__, "heads": 3})
 
 
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
   cfg = ModelConfig(**{**TINY.__dict__, "fusion": fusion})
   model, params = _init(cfg)
-  run = lambda b: model.apply({"params": params}, b)
+  run = lambda b: _apply(model)({"params": params}, b)
   batch = _batch(scenes, tok)
   full = run(batch)
   assert full["logits"].shape == (4, 10) and full["regression"].shape == (4, 2)
@@ -118,19 +140,19 @@ def test_absent_modality_mask_equals_leaving_it_out(scenes, tok, fusion):
   np.testing.assert_allclose(masked[1::2], full["logits"][1::2], atol=1e-5)
   assert not np.allclose(full["logits"][0], no_table[0], atol=1e-5)  # the table matters
   # init on one modality still builds every parameter (a later batch may hold all three).
-  text_only = model.init(jax.random.key(0), {k: batch[k] for k in ("text", "text_mask")})
+  text_only = jax.eval_shape(model.init, jax.random.key(0),
+                             {k: batch[k] for k in ("text", "text_mask")})
   assert jax.tree.structure(text_only["params"]) == jax.tree.structure(params)
 
 
-@pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8)),
-                                dict(image_pos="sincos", text_condition="all"),
-                                dict(text_condition="film"),
-                                dict(image_depth=1, image_pos="sincos")])
+@pytest.mark.parametrize("kw", [dict(image_queries=4, stem_channels=(8, 8), text_condition="film"),
+                                dict(image_pos="sincos", text_condition="all", image_depth=1)])
 def test_shared_scenes_equal_repeated_scenes_and_absent_text_equals_omitted(scenes, tok, kw):
   cfg = ModelConfig(**{**TINY.__dict__, **kw})
   model, params = _init(cfg)
   batch = _batch(scenes, tok)
-  logits = lambda b, r=1: model.apply({"params": params}, b, questions_per_scene=r)["logits"]
+  apply = _apply(model)
+  logits = lambda b, r=1: apply({"params": params}, b, questions_per_scene=r)["logits"]
   if cfg.text_condition == "film":  # zero-initialised (identity): make it act
     before = logits(batch)
     film = params["text_film"]["kernel"]
@@ -173,7 +195,7 @@ def test_fused_attention_equals_the_explicit_masked_softmax():
 
 
 def test_colour_curriculum_adds_one_colour_per_stage():
-  from metajax.multimodal.train import colour_curriculum
+  colour_curriculum = soc.colour_curriculum
   q = np.arange(6)
   np.testing.assert_array_equal(colour_curriculum(q, 0, 200), [1, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(colour_curriculum(q, 399, 200), [1, 1, 0, 0, 0, 0])
@@ -183,15 +205,15 @@ def test_colour_curriculum_adds_one_colour_per_stage():
 
 
 def test_modality_keys_name_the_inputs_of_each_subset():
-  from metajax.multimodal.train import INPUT_KEYS, modality_keys
-  assert modality_keys() == INPUT_KEYS
+  modality_keys = steps.modality_keys
+  assert modality_keys() == steps.INPUT_KEYS
   assert modality_keys((0, 1, 0)) == ("text", "text_mask")
   assert modality_keys((1, 0, 1)) == ("image", "table_cat", "table_num", "table_mask")
 
 
 def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
-  from metajax.multimodal.train import Split, scene_indices
-  split = Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
+  split = soc.Split(scenes, *encode(tok, scenes["q_text"].tolist(), 16))
+  scene_indices = soc.scene_indices
   a = scene_indices(0, 5, 8, 4, split.by_image)
   np.testing.assert_array_equal(a, scene_indices(0, 5, 8, 4, split.by_image))
   assert not np.array_equal(a, scene_indices(0, 6, 8, 4, split.by_image))
@@ -202,16 +224,20 @@ def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
   assert b["image"].shape[0] == 2 and b["text"].shape[0] == 8
   np.testing.assert_array_equal(b["image"], scenes["images"][img[:, 0]])
   # Evaluation runs whole images at a time; its answers equal one question at a time.
-  from metajax import parallel
-  from metajax.multimodal.train import evaluate, make_predict
   model, params = _init()
-  predict, mesh = make_predict(model), parallel.make_mesh()
+  predict, mesh = steps.make_predict(model), parallel.make_mesh()
   idx = np.array([3, 40, 41, 200])
-  acc, emb = evaluate(predict, params, split, mesh, 64, indices=idx, want_embeddings=True)
+  acc, emb = driver.evaluate(predict, params, split, mesh, 64, indices=idx)
   one = [predict(params, split.batch(idx[i:i + 1]), np.ones((1, 3), bool)) for i in range(4)]
-  correct = np.array([int(p[0]) for p, _ in one]) == scenes["q_answer"][idx]
+  correct = np.array([int(o["answer"][0]) for o in one]) == scenes["q_answer"][idx]
   assert acc["all"] == correct.mean()
-  np.testing.assert_allclose(emb, np.concatenate([np.asarray(e) for _, e in one]), atol=1e-5)
+  np.testing.assert_allclose(emb, np.concatenate([np.asarray(o["embedding"]) for o in one]),
+                             atol=1e-5)
+  # Group and family accuracies: NaN for a group without questions, absent families left out.
+  groups = steps.grouped_accuracy(np.array([1, 0, 1.0]), np.array([0, 0, 2]), ("a", "b", "c"))
+  assert groups["a"] == 0.5 and np.isnan(groups["b"]) and groups["c"] == 1.0
+  assert steps.grouped_accuracy(np.array([1.0]), np.array([1]), ("a", "b"), "f/",
+                                keep_empty=False) == {"f/b": 1.0}
   # The predict entry checks values on the host before running the model.
   bad = split.batch(idx[:1])
   bad["text"] = bad["text"] + TINY.vocab_size
@@ -226,18 +252,19 @@ def test_scene_batches_are_deterministic_and_grouped_by_image(scenes, tok):
 def test_bf16_compute_runs_close_to_float32(scenes, tok):
   batch = _batch(scenes, tok)
   model, params = _init(TINY)
-  f32 = model.apply({"params": params}, batch)["logits"]
+  f32 = _apply(model)({"params": params}, batch)["logits"]
   model16, params16 = _init(ModelConfig(**{**TINY.__dict__, "dtype": "bfloat16"}))
-  bf16 = model16.apply({"params": params16}, batch)["logits"]
+  bf16 = _apply(model16)({"params": params16}, batch)["logits"]
   assert bf16.dtype == jnp.float32
   np.testing.assert_allclose(bf16, f32, atol=0.1)
 
 
 SHARDED_STEP = textwrap.dedent("""
-    import jax, jax.numpy as jnp, numpy as np, optax
+    import jax, numpy as np, optax
     from metajax import parallel
     from metajax.multimodal import ModelConfig, MultimodalTransformer, example_batch
-    from metajax.multimodal.train import TrainState, make_train_step
+    from metajax.multimodal.steps import make_train_step
+    from metajax.state import TrainState
     assert jax.device_count() == 8, jax.devices()
 
     cfg = ModelConfig(image_shape=(16, 16, 3), stem_channels=(4, 4), vocab_size=32,
@@ -254,14 +281,17 @@ SHARDED_STEP = textwrap.dedent("""
              "answer": rng.integers(0, 5, b), "target_xy": rng.random((b, 2)).astype(np.float32),
              "weight": np.ones(b, np.float32)}
     model = MultimodalTransformer(cfg)
-    params = jax.device_get(model.init(jax.random.key(0), example_batch(cfg))["params"])
+    key = jax.random.key(0, impl="rbg")  # XLA on CPU compiles threefry's init 3x slower
+    params = jax.device_get(jax.jit(model.init)(key, example_batch(cfg))["params"])
     tx = optax.sgd(0.1)  # SGD: Adam's first step would amplify float-order noise in ~0 grads
 
     def one_step(n):
       mesh = parallel.make_mesh(n)
-      step = make_train_step(model, tx, (0.2, 0.1, 0.3), 1.0, questions_per_scene=r)
-      state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
-                                 mesh)
+      repl = parallel.replicated(mesh)
+      step = jax.jit(make_train_step(model, tx, (0.2, 0.1, 0.3), 1.0, questions_per_scene=r),
+                     in_shardings=(repl, parallel.batch_sharding(mesh), repl),
+                     out_shardings=(repl, repl), donate_argnums=0)
+      state = parallel.replicate(TrainState.create(params, tx), mesh)
       state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.key(1))
       assert state.params["classifier"]["kernel"].sharding.num_devices == n
       return jax.device_get(state.params), jax.device_get(metrics)
@@ -404,9 +434,71 @@ def test_protonet_separates_separable_classes_and_not_noise():
   p, counts = prototypes(jnp.array([[0.0, 2.0], [2.0, 4.0], [5.0, 5.0]]), jnp.array([0, 0, 1]), 2)
   np.testing.assert_allclose(p, [[1.0, 3.0], [5.0, 5.0]])
   np.testing.assert_allclose(counts, [2.0, 1.0])
+  # From flat embeddings and labels: the class-indexed array holds each class's first m.
+  emb, labels = np.asarray(separable).reshape(120, 8), np.repeat(np.arange(6), 20)
+  out = fewshot.protonet_accuracy(jax.random.key(0), emb, labels, 6, 5, (1,), 5, 32)
+  assert set(out) == {1} and out[1][0] == 1.0
+  with pytest.raises(ConfigError, match="shots.*exceeds the 20 examples.*closest"):
+    fewshot.check_episodes(labels, 6, 5, (1, 16), 5, 8, "test (closest)")
 
 
-# --- config and training -------------------------------------------------------------------
+# --- a tiny training run beats chance, through the library step ----------------------------
+def test_tiny_training_run_beats_chance():
+  """Which question is asked decides which modality answers it: 'colour?' (token 1) is the
+  colour of the image (4 classes), 'sign?' (token 2) the sign of the table's number (2
+  classes). Chance, even knowing the question kind, is 25% and 50%."""
+  cfg = ModelConfig(image_shape=(8, 8, 3), stem="patch", patch=4, vocab_size=4, max_text_len=2,
+                    table_numeric=1, table_rows=1, dim=16, depth=1, heads=2, mlp_dim=32,
+                    num_classes=6, num_regression=1)
+  colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], np.float32)
+
+  def scenes(rng, n):  # n scenes, both questions of each
+    c, v = rng.integers(0, 4, n), rng.normal(size=n).astype(np.float32)
+    img = colours[c][:, None, None] * 0.8 + rng.random((n, 8, 8, 3)) * 0.2
+    text = np.tile(np.array([[1, 0], [2, 0]], np.int32), (n, 1))
+    return {"image": (img * 255).astype(np.uint8), "text": text, "text_mask": text > 0,
+            "table_num": v[:, None, None], "table_mask": np.ones((n, 1), bool),
+            "answer": np.stack([c, 4 + (v > 0)], 1).reshape(-1),
+            "target_xy": np.zeros((2 * n, 1), np.float32), "weight": np.ones(2 * n, np.float32)}
+
+  model, params = _init(cfg)
+  tx = optim.make_optimizer(dict(name="adam", learning_rate=3e-3), 100)
+  keys = ("image", "text", "text_mask", "table_num", "table_mask")  # no categorical columns
+  step = jax.jit(steps.make_train_step(model, tx, keys=keys, questions_per_scene=2),
+                 donate_argnums=0)
+  state, rng = TrainState.create(params, tx), np.random.default_rng(0)
+  for _ in range(100):
+    state, metrics = step(state, scenes(rng, 16), jax.random.key(1))
+  assert np.isfinite(metrics["train/loss"])
+  test = scenes(np.random.default_rng(1), 100)
+  out = steps.make_predict(model, keys)(state.params, test, questions_per_scene=2)
+  correct = np.asarray(out["answer"]) == test["answer"]
+  assert correct[0::2].mean() >= 0.25 + 0.5 and correct[1::2].mean() >= 0.5 + 0.35
+
+
+def test_wsd_schedule_and_the_optimizer_of_the_old_multimodal_trainer():
+  """optim's 'wsd' (the multimodal recipe) and make_optimizer equal the trainer's own optax
+  chain it replaced: clip_by_global_norm -> adamw(warmup, constant, linear decay)."""
+  cfg = dict(name="adamw", learning_rate=1.0, weight_decay=1e-4, clip_norm=1.0, schedule="wsd",
+             warmup_steps=10, decay_fraction=0.2)
+  lr = np.asarray(optim.schedule(optim._Cfg({**optim.DEFAULTS, **cfg}), 100)(jnp.arange(101)))
+  np.testing.assert_allclose(lr[[0, 5, 10, 80]], [0.0, 0.5, 1.0, 1.0])
+  np.testing.assert_allclose(lr[[90, 100]], [0.5, 0.0], atol=1e-6)
+  import optax
+  old_lr = optax.join_schedules([optax.linear_schedule(0.0, 1e-3, 10), optax.constant_schedule(1e-3),
+                                 optax.linear_schedule(1e-3, 0.0, 4)], [10, 16])
+  old = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(old_lr, weight_decay=1e-4))
+  new = optim.make_optimizer({**cfg, "learning_rate": 1e-3}, 20)
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+  ps = {"old": (old, params, old.init(params)), "new": (new, params, new.init(params))}
+  for i in range(20):
+    for name, (tx, p, s) in ps.items():
+      u, s = tx.update(jax.tree.map(lambda x: (x - 0.3) * (i + 1), p), s, p)
+      ps[name] = (tx, optax.apply_updates(p, u), s)
+  np.testing.assert_allclose(ps["new"][1]["w"], ps["old"][1]["w"], rtol=1e-5, atol=1e-7)
+
+
+# --- the Sort-of-CLEVR driver: config checks, one shared tiny run, the saved model ---------
 def _tiny():
   import importlib.util
   spec = importlib.util.spec_from_file_location(
@@ -420,122 +512,105 @@ def _tiny():
 @pytest.mark.parametrize("key,value,match", [
     ("model.heads", 3, "must divide model.dim"), ("model.stem_channels", (), "at least one"),
     ("model.fusion", "middle", "fusion"), ("train.drop.image", 1.0, "drop"),
-    ("train.steps", 0, "positive"), ("fewshot.ways", 7, "6 colour"),
+    ("train.steps", 0, "positive"), ("eval.fewshot.ways", 7, "6 colour"),
     ("train.questions_per_image", 23, "22 questions"), ("train.questions_per_image", 3,
                                                          "whole images"),
     ("train.stop_at", 95, "fraction"), ("data.num_val", -1, "num_val"),
-    ("compare.late_fusion_steps", -2, "-1"), ("model.image_pos", "rope", "sincos"),
-    ("compare.ablations", ("text only", "text only"), "twice"),
-    ("compare.ablations", ("image+text+table",), "'image only'"),
-    ("model.stem", "vit", "'conv', 'patch'"), ("train.colour_curriculum", -1, "colour_curr")])
+    ("eval.late_fusion_steps", -2, "-1"), ("model.image_pos", "rope", "sincos"),
+    ("eval.ablations", ("text only", "text only"), "twice"),
+    ("eval.ablations", ("image+text+table",), "'image only'"),
+    ("model.stem", "vit", "'conv', 'patch'"), ("train.colour_curriculum", -1, "colour_curr"),
+    ("optimizer.schedule", "linear", "optimizer.schedule.*'wsd'"),
+    ("model.depht", 2, "model.depht.*no such argument"), ("data.name", "glyphs", "data.name"),
+    ("text.tokenizer", "/nonexistent", "no tokenizer directory"),
+    ("eval.fewshot.shots", 99, "eval.fewshot.shots.*closest")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
-  from metajax.multimodal.train import train_and_evaluate
   c = _tiny()
+  c.data.data_dir = str(tmp_path / "data")
   section, _, name = key.rpartition(".")
   node = c
   for part in section.split("."):
     node = node[part]
   node[name] = value
   with pytest.raises(ConfigError, match=match):
-    train_and_evaluate(c, str(tmp_path / "run"))
+    driver.run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
 def test_early_stopping_needs_a_validation_split(tmp_path):
-  from metajax.multimodal.train import train_and_evaluate
   c = _tiny()
   c.data.num_val, c.train.stop_at = 0, 0.9
   with pytest.raises(ConfigError, match="never the test set"):
-    train_and_evaluate(c, str(tmp_path / "run"))
+    driver.run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
-def test_wsd_schedule_and_which_resumes_keep_the_trajectory():
-  from ml_collections import ConfigDict
-  from metajax.multimodal.train import lr_schedule, same_lr_so_far
-  const = ConfigDict(dict(steps=100, learning_rate=1.0, warmup_steps=10, schedule="constant"))
-  wsd = ConfigDict({**const.to_dict(), "schedule": "wsd", "decay_fraction": 0.2})
-  lr = np.asarray(lr_schedule(wsd, 100)(jnp.arange(101)))
-  np.testing.assert_allclose(lr[[0, 5, 10, 80]], [0.0, 0.5, 1.0, 1.0])
-  np.testing.assert_allclose(lr[[90, 100]], [0.5, 0.0], atol=1e-6)
-  assert same_lr_so_far(const, wsd, taken=81)       # steps 0..80 at the constant rate
-  assert not same_lr_so_far(const, wsd, taken=82)   # step 81 took 1.0, the cool-down 0.95
-  longer = ConfigDict({**const.to_dict(), "steps": 300})
-  assert same_lr_so_far(const, longer, 100) and same_lr_so_far(longer, const, 100)
-  assert not same_lr_so_far(longer, const, 150)     # stopped at 150: can't end at 100
-  cos = ConfigDict({**const.to_dict(), "schedule": "cosine"})
-  assert not same_lr_so_far(cos, ConfigDict({**cos.to_dict(), "steps": 200}), 50)
-
-
-def test_early_stopping_may_change_on_resume_only_where_it_would_not_have_stopped():
-  from metajax.multimodal.train import stop_at_kept
-  rows = [{"step": 50, "train/loss": 1.0},
-          {"step": 50, "eval/relational": 0.6, "eval/non-relational": 0.9},
-          {"step": 100, "eval/relational": 0.96, "eval/non-relational": 0.97}]
-  assert stop_at_kept(rows, 0.0, taken=100)        # off: never stops
-  assert stop_at_kept(rows, 0.95, taken=100)       # first reached at 100, where it stands
-  assert not stop_at_kept(rows, 0.95, taken=150)   # would have stopped at 100, not gone on
-  assert not stop_at_kept(rows, 0.5, taken=100)    # would have stopped at 50
-  assert stop_at_kept(rows, 0.5, taken=50)
-  assert stop_at_kept(rows, 0.99, taken=150)       # never reached
-
-
-def test_tiny_run_trains_resumes_and_reports(tmp_path):
-  from metajax import runlog
-  from metajax.multimodal.train import train_and_evaluate
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """One tiny run, shared: 2 steps without baselines, then resumed to 4 steps with a late-
+  fusion baseline and a trained ablation (settings a finished run accepts: more
+  train.steps, eval.*). Returns (config, workdir, metric rows of the first part, output)."""
+  root = tmp_path_factory.mktemp("mm")
   c = _tiny()
-  c.data.data_dir = str(tmp_path / "data")
-  c.compare.late_fusion_steps = 0
-  c.compare.ablations = ()
-  c.train.steps, c.train.schedule = 2, "constant"
-  train_and_evaluate(c, str(tmp_path / "run"))
-  first = runlog.read_metrics(str(tmp_path / "run"))
-  # Resumed with more steps (constant learning rate: the run continues where it stopped)
-  # and more trained baselines, the config changes a finished run accepts.
+  c.data.data_dir = str(root / "data")
+  c.model.stem = "patch"  # compiles in half the time of the conv stem
+  c.eval.update(late_fusion_steps=0, ablations=())
+  c.eval.fewshot.episodes = 0
+  c.train.steps, c.optimizer.schedule = 2, "constant"
+  workdir = str(root / "run")
+  driver.run(c, workdir)
+  first = runlog.read_metrics(workdir)
   c.train.steps = 4
-  c.compare.ablations = ("text only",)
-  c.compare.late_fusion_steps = 2
-  out = train_and_evaluate(c, str(tmp_path / "run"))
-  rows = runlog.read_metrics(str(tmp_path / "run"))
-  assert rows[:len(first)] == first
+  c.eval.update(ablations=("text only",), late_fusion_steps=2)
+  c.eval.fewshot.episodes = 4
+  return c, workdir, first, driver.run(c, workdir)
+
+
+def test_tiny_run_trains_resumes_and_reports(tiny_run):
+  c, workdir, first, out = tiny_run
+  rows = runlog.read_metrics(workdir)
+  assert rows[:len(first)] == first  # resumed where it stopped
   assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
   assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
   (abl,) = out["ablations"]
   assert abl["trained on"] == "text only" and abl["steps"] == 2
-  assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "ablation_text_only_2"))
+  assert [r["step"] for r in runlog.read_metrics(os.path.join(workdir, "ablation_text_only_2"))
           if "train/loss" in r] == [2]
   assert out["late_fusion"] is not None
-  assert [r["step"] for r in runlog.read_metrics(str(tmp_path / "run" / "late_fusion_2"))
+  assert [r["step"] for r in runlog.read_metrics(os.path.join(workdir, "late_fusion_2"))
           if "train/loss" in r] == [2]
   text = open(out["report"]).read()
   for needle in ("CNN+RN (published)", "relational", "image+text", "text only", "ProtoNet",
                  "Separately trained ablations", "Early vs late fusion",
-                 "Accuracy per question family", "closest_heavy"):
+                 "Accuracy per question family", "closest_heavy", "load_trained"):
     assert needle in text
   # Rerun with the same config: resumes at the last checkpoints (no new training rows,
   # the same numbers).
-  again = train_and_evaluate(c, str(tmp_path / "run"))
-  assert runlog.read_metrics(str(tmp_path / "run")) == rows
+  again = driver.run(c, workdir)
+  assert runlog.read_metrics(workdir) == rows
   assert again["accuracy"] == out["accuracy"] and again["ablations"] == out["ablations"]
-  c.model.dim = 32
-  with pytest.raises(ConfigError, match="model.dim: 16 -> 32"):  # not an extendable key
-    train_and_evaluate(c, str(tmp_path / "run"))
-  c.model.dim, c.train.steps = 16, 2
+  # Plain resume: any other change is refused, naming the key.
+  c2 = c.copy_and_resolve_references()
+  c2.model.dim = 32
+  with pytest.raises(ConfigError, match="model.dim: 16 -> 32"):
+    driver.run(c2, workdir)
+  c2.model.dim, c2.train.steps = 16, 2
   with pytest.raises(ConfigError, match="train.steps: 4 -> 2"):  # steps may only grow
-    train_and_evaluate(c, str(tmp_path / "run"))
-  # A run configured for more steps and stopped by hand at its checkpoint (step 4) may be
-  # finished there: the same numbers, no training.
-  cfg_path = tmp_path / "run" / runlog.CONFIG_FILE
-  saved = json.loads(cfg_path.read_text())
-  saved["train"]["steps"] = 9
-  cfg_path.write_text(json.dumps(saved))
-  c.train.steps = 4
-  assert train_and_evaluate(c, str(tmp_path / "run"))["accuracy"] == out["accuracy"]
-  assert runlog.read_metrics(str(tmp_path / "run")) == rows
-  res = json.load(open(tmp_path / "run" / "results.json"))
+    driver.run(c2, workdir)
+  c2.train.steps, c2.train.stop_at = 4, 0.5
+  with pytest.raises(ConfigError, match="train.stop_at: 0.0 -> 0.5"):
+    driver.run(c2, workdir)
+  assert runlog.read_metrics(workdir) == rows
+
+
+def test_results_json_is_strict_and_groups_weigh_their_families(tiny_run):
+  c, workdir, _, out = tiny_run
+  raw = open(os.path.join(workdir, "results.json")).read()
+  res = json.loads(raw, parse_constant=lambda x: pytest.fail(f"{x} in results.json"))
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
   full = res["accuracy"]["image+text+table"]
   assert {f"family/{f}" for f in soc.FAMILIES} <= set(full)
+  assert set(res["fewshot"]) == {"trained/1", "trained/2", "random init/1", "random init/2"}
   # The group accuracy is the question-weighted mean of its families' accuracies.
   test = soc.load(c.data.data_dir, c.data.num_train, c.data.num_test, c.seed, c.data.table_rows,
                   c.data.num_val)["test"]
@@ -543,12 +618,63 @@ def test_tiny_run_trains_resumes_and_reports(tmp_path):
   counts = [(test["q_family"] == i).sum() for i in fams]
   mean = sum(n * full[f"family/{soc.FAMILIES[i]}"] for n, i in zip(counts, fams)) / sum(counts)
   assert full["relational"] == pytest.approx(mean)
-  # The trained model answers a researcher's raw image / question / table.
-  from metajax.multimodal.train import load_trained
-  model, pre = load_trained(str(tmp_path / "run"))
+  # A group without questions is NaN in the metrics, null in results.json (strict JSON).
+  assert driver.report.strict({"a": float("nan"), ("x", 1): [1.0, float("inf")]}) == {
+      "a": None, "x/1": [1.0, None]}
+
+
+def _tree(path):
+  return sorted((os.path.relpath(os.path.join(d, f), path), os.path.getmtime(os.path.join(d, f)))
+                for d, _, files in os.walk(path) for f in files)
+
+
+def test_trained_model_loads_from_its_card_and_answers_raw_inputs(tiny_run, tmp_path):
+  c, workdir, _, out = tiny_run
+  before = _tree(workdir)
+  card = json.load(open(os.path.join(workdir, "model.json")))
+  assert card["kind"] == "multimodal" and card["model"]["name"] == "multimodal_transformer"
+  assert card["table_schema"]["numeric"][2] == {"name": "weight", "offset": 0.0, "scale": 10.0}
+  assert card["answers"] == list(soc.ANSWERS) and card["tokenizer"] == "tokenizer"
+  trained = metajax.load_trained(workdir)
   scenes = soc.generate(2, seed=9)
-  rows = [[dict(colour="red", shape="circle", x=10, y=20, weight=7.5)], []]
-  logits = model(pre(images=scenes["images"], texts=["is the red object heavy?"] * 2,
-                     tables=rows))["logits"]
-  assert logits.shape == (2, len(soc.ANSWERS)) and np.isfinite(logits).all()
-  assert model(pre(texts=["is the red object heavy?"]))["logits"].shape == (1, 10)
+  tables = [[dict(colour="red", shape="circle", x=10, y=20, weight=7.5)], []]
+  got = trained.predict(images=scenes["images"], texts=["is the red object heavy?"] * 2,
+                        tables=tables)
+  assert got["logits"].shape == (2, len(soc.ANSWERS)) and np.isfinite(got["logits"]).all()
+  assert all(a in soc.ANSWERS for a in got["answer"]) and got["embedding"].shape == (2, 16)
+  assert trained.predict(texts=["is the red object heavy?"])["logits"].shape == (1, 10)
+  # Raw test questions give the logits of the run's own encoded batches, and evaluate()
+  # scores predict()'s answers.
+  test = soc.load(c.data.data_dir, c.data.num_train, c.data.num_test, c.seed, c.data.table_rows,
+                  c.data.num_val)["test"]
+  cols = list(soc.TABLE_CATEGORICAL) + list(soc.TABLE_NUMERIC)
+  tables = [[dict(zip(cols, [soc.COLOURS[cat[0]], soc.SHAPES[cat[1]], *map(float, num)]))
+             for cat, num in zip(test["table_cat"][i], test["table_num"][i])]
+            for i in test["q_image"]]
+  raw = dict(images=test["images"][test["q_image"]], texts=test["q_text"].tolist(), tables=tables)
+  got = trained.predict(**raw)
+  split = soc.Split(test, *encode(load_tokenizer(os.path.join(workdir, "tokenizer")),
+                                  test["q_text"].tolist(), c.model.max_text_len))
+  ref = steps.make_predict(trained.model)(trained.params, split.batch(np.arange(split.size)))
+  np.testing.assert_allclose(got["logits"], ref["logits"], atol=1e-5)
+  answers = [soc.ANSWERS[a] for a in test["q_answer"]]
+  ev = trained.evaluate(answers, **raw, batch_size=len(answers))
+  assert ev == {"accuracy": np.mean(np.array(got["answer"]) == answers), "examples": len(answers)}
+  with pytest.raises(ConfigError, match="answers.*'maybe'.*yes, no"):
+    trained.evaluate(["maybe"], texts=["is the red object heavy?"])
+  # A baseline is a trained model too: the late-fusion one loads from its own card.
+  late = metajax.load_trained(os.path.join(workdir, "late_fusion_2"))
+  assert late.model.cfg.fusion == "late"
+  assert late.predict(texts=["is the red object heavy?"])["logits"].shape == (1, 10)
+  assert _tree(workdir) == before  # loading wrote nothing
+  with pytest.raises(ConfigError, match="holds no model.json"):
+    metajax.load_trained(workdir + "_typo")
+  assert not os.path.exists(workdir + "_typo")
+  # A checkpoint that does not fit the card is an error, not a silently fresh model.
+  import shutil
+  other = tmp_path / "other"
+  shutil.copytree(workdir, other, ignore=shutil.ignore_patterns("late_*", "ablation_*"))
+  card["model"]["dim"] = 32
+  (other / "model.json").write_text(json.dumps(card))
+  with pytest.raises(ConfigError, match="does not fit this model"):
+    metajax.load_trained(str(other))

@@ -46,6 +46,7 @@ FAMILIES = ("shape", "left", "top", "closest", "furthest", "count", "heavy", "cl
 GROUP = {"shape": "non-relational", "left": "non-relational", "top": "non-relational",
          "closest": "relational", "furthest": "relational", "count": "relational",
          "heavy": "table", "closest_heavy": "image+table"}
+GROUPS = ("non-relational", "relational", "table", "image+table")
 TEMPLATES = {
     "shape": "what shape is the {} object?",
     "left": "is the {} object on the left?",
@@ -59,6 +60,14 @@ TEMPLATES = {
 # Table schema: categorical columns with their values, numeric columns with (offset, scale).
 TABLE_CATEGORICAL = {"colour": COLOURS, "shape": SHAPES}
 TABLE_NUMERIC = {"x": (0.0, float(IMAGE_SIZE)), "y": (0.0, float(IMAGE_SIZE)), "weight": (0.0, 10.0)}
+
+
+def model_inputs(table_rows: int) -> dict:
+  """What a model of these scenes takes and answers: image shape, table columns (categorical
+  vocabulary sizes, numeric count), rows, answer classes, regression targets (x, y)."""
+  return dict(image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), table_rows=table_rows,
+              table_categorical=tuple(len(v) for v in TABLE_CATEGORICAL.values()),
+              table_numeric=len(TABLE_NUMERIC), num_classes=len(ANSWERS), num_regression=2)
 
 
 def _render(centres: np.ndarray, shapes: np.ndarray) -> np.ndarray:
@@ -170,7 +179,6 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
   return out
 
 
-
 def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: int = 0,
          table_rows: int = 3, num_val: int = 0) -> dict[str, dict[str, np.ndarray]]:
   """{'train': generate(...), 'test': generate(...)} (and 'val' when `num_val` > 0), from
@@ -215,3 +223,62 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     split, _, name = k.partition("/")
     out.setdefault(split, {})[name] = v
   return out
+
+
+# --- training batches: host-side numpy, a deterministic function of (seed, step) -----------
+class Split:
+  """A split as flat numpy arrays; `batch(idx)` gathers the model inputs of questions `idx`.
+
+  d: a `generate` dict; ids, mask [Q, L]: its tokenized questions. Numeric table columns
+  are scaled by TABLE_NUMERIC's (offset, scale); `group` [Q] indexes GROUPS; `target_xy`
+  [Q, 2] is the (x, y) / IMAGE_SIZE of the object each answer is about; `by_image`
+  [I, questions per image] lists each image's questions.
+  """
+
+  def __init__(self, d: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray):
+    self.d, self.ids, self.mask = d, ids, mask
+    offs, scale = np.array(list(TABLE_NUMERIC.values()), np.float32).T
+    self.table_num = (d["table_num"] - offs) / scale
+    self.size = len(d["q_answer"])
+    self.group = np.array([GROUPS.index(GROUP[FAMILIES[f]]) for f in d["q_family"]])
+    self.target_xy = (d["centres"][d["q_image"], d["q_target"]] / IMAGE_SIZE).astype(np.float32)
+    order = np.argsort(d["q_image"], kind="stable")  # every image has as many questions
+    self.by_image = order.reshape(len(d["images"]), -1)
+
+  def batch(self, idx: np.ndarray, per_image: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of questions `idx`; with `per_image` = r, idx holds r consecutive questions of
+    each image, and images and tables come once per r questions (the model shares them)."""
+    img = self.d["q_image"][idx][::per_image]
+    return {"image": self.d["images"][img], "text": self.ids[idx], "text_mask": self.mask[idx],
+            "table_cat": self.d["table_cat"][img], "table_num": self.table_num[img],
+            "table_mask": self.d["table_mask"][img], "answer": self.d["q_answer"][idx],
+            "target_xy": self.target_xy[idx]}
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def scene_indices(seed: int, step: int, batch: int, per_image: int,
+                  by_image: np.ndarray) -> np.ndarray:
+  """Question indices [batch] of `step`, in groups of `per_image` questions of one image
+  (images in a per-epoch shuffled order, questions drawn without replacement); a function
+  of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""
+  if per_image == 1:  # questions in a per-epoch shuffled order
+    n = by_image.size
+    epoch, pos = divmod(step, n // batch)
+    return _epoch_order(seed, epoch, n)[pos * batch:(pos + 1) * batch]
+  images = batch // per_image
+  epoch, pos = divmod(step, len(by_image) // images)
+  img = _epoch_order(seed, epoch, len(by_image))[pos * images:(pos + 1) * images]
+  rng = np.random.default_rng([seed, epoch, pos, 1])
+  pick = np.argsort(rng.random((images, by_image.shape[1])), axis=1)[:, :per_image]
+  return np.take_along_axis(by_image[img], pick, axis=1).reshape(-1)
+
+
+def colour_curriculum(q_colour: np.ndarray, step: int, steps_per_colour: int) -> np.ndarray:
+  """Loss weights [Q]: 1 for questions about a colour in play at `step`, else 0. Colours
+  enter one at a time, in COLOURS order, every `steps_per_colour` steps (0: all at once)."""
+  if not steps_per_colour:
+    return np.ones(len(q_colour), np.float32)
+  return (q_colour < step // steps_per_colour + 1).astype(np.float32)

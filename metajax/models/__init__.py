@@ -21,6 +21,7 @@ MODELS.register("conv4", Conv4)
 MODELS.register("mlp", MLP)
 MODELS.register("cnn", "metajax.models.cnn:CNN")
 MODELS.register("gru", "metajax.models.gru:GRU")
+MODELS.register("multimodal_transformer", "metajax.multimodal.model:make_multimodal")
 
 
 def make(name: str, **kwargs: Any):

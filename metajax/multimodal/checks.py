@@ -1,6 +1,6 @@
 """The multimodal model's input boundary: shape checks at trace time (`check_batch`) and
 value checks on the host (`check_values`), each a ConfigError naming the key, what it got
-and what is valid, raised before any compute.
+and what is valid, raised before any compute; `example_batch`, zeros of every input.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metajax.errors import ConfigError
@@ -146,3 +147,19 @@ def check_values(cfg: ModelConfig, batch: Mapping[str, Any]) -> None:
                         "(example, row, column)",
                         f"categorical column {j} has {sizes[j]} values",
                         f"0..{sizes[j] - 1} in column {j}")
+
+
+def example_batch(cfg: ModelConfig, batch_size: int = 1, questions_per_scene: int = 1
+                  ) -> dict[str, jax.Array]:
+  """Zeros for every input of `cfg` (B = batch_size examples, B / questions_per_scene scenes)."""
+  b, s = batch_size, batch_size // questions_per_scene
+  out = {"image": jnp.zeros((s,) + tuple(cfg.image_shape), jnp.uint8),
+         "text": jnp.zeros((b, cfg.max_text_len), jnp.int32),
+         "text_mask": jnp.ones((b, cfg.max_text_len), bool)}
+  if cfg.table_categorical or cfg.table_numeric:
+    out["table_mask"] = jnp.ones((s, cfg.table_rows), bool)
+  if cfg.table_categorical:
+    out["table_cat"] = jnp.zeros((s, cfg.table_rows, len(cfg.table_categorical)), jnp.int32)
+  if cfg.table_numeric:
+    out["table_num"] = jnp.zeros((s, cfg.table_rows, cfg.table_numeric))
+  return out

@@ -1,23 +1,26 @@
-"""Few-shot classification on fused multimodal embeddings with a ProtoNet head.
+"""Few-shot classification on embeddings with a ProtoNet head (no training).
 
-The novel task: for the question "what shape is the object closest to the <c> object?",
-name the *colour* of that closest object. Colours are never an answer in training (answers
-are yes/no, shapes, counts), so the classes are seen only in the K support examples of
-each episode. Episodes come from `metajax.data.episodes.sample_tasks` over the
-class-indexed embeddings [6 colours, examples, D].
+Given embeddings [N, D] of labelled examples (e.g. the fused embeddings of a trained
+multimodal model, for classes it never answered), N-way K-shot episodes are drawn from
+the class-indexed array [C, m, D] with `metajax.data.episodes.sample_tasks`, and each
+query is labelled by its nearest class prototype.
+
+  >>> protonet_accuracy(key, emb, labels, classes=6, ways=5, shots=(1, 5), queries=5,
+  ...                   episodes=500)      # {1: (mean, ci95), 5: (mean, ci95)}
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from metajax import report
-from metajax.data import sort_of_clevr as soc
 from metajax.data.episodes import EpisodeSpec, sample_tasks
+from metajax.errors import ConfigError
 from metajax.meta.protonet import proto_logits
 
 
@@ -38,40 +41,26 @@ def class_indexed(emb: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarr
   return np.stack([emb[labels == c][:m] for c in range(classes)])
 
 
-def closest_questions(split) -> tuple[np.ndarray, np.ndarray]:
-  """Indices of the 'closest' questions of `split` and the colour of each closest object."""
-  idx = np.flatnonzero(split.d["q_family"] == soc.FAMILIES.index("closest"))
-  return idx, split.d["q_target"][idx]
+def check_episodes(labels: np.ndarray, classes: int, ways: int, shots: Sequence[int],
+                   queries: int, episodes: int, where: str = "examples", prefix: str = "") -> None:
+  """ConfigError (before any compute) when `labels` [N] cannot hold the episodes; its key is
+  `prefix` + the EpisodeSpec field (e.g. prefix 'eval.fewshot.')."""
+  m = min(int((labels == c).sum()) for c in range(classes))
+  for k in sorted(set(shots)):
+    try:
+      EpisodeSpec(ways, k, queries, episodes).validate((classes, m), split=where)
+    except ConfigError as e:
+      raise ConfigError(prefix + e.key, e.value, e.why, e.valid) from None
 
 
-def check(config, split) -> None:
-  """ConfigError (before training) when the test split cannot hold the requested episodes."""
-  idx, labels = closest_questions(split)
-  m = min(int((labels == c).sum()) for c in range(len(soc.COLOURS)))
-  for k in sorted({1, config.fewshot.shots}):
-    EpisodeSpec(config.fewshot.ways, k, config.fewshot.queries, config.fewshot.episodes).validate(
-        (len(soc.COLOURS), m), split="test ('closest' questions per colour)")
-
-
-def evaluate_closest_colour(config, mcfg, model, params, predict, split, mesh) -> dict:
-  """ProtoNet accuracy (mean, 95% CI over episodes) on embeddings of the trained model and of
-  the same architecture at random initialisation (the floor an untrained encoder gives)."""
-  from metajax.multimodal.model import MultimodalTransformer, example_batch
-  from metajax.multimodal.train import evaluate
-  idx, labels = closest_questions(split)
-  fresh = MultimodalTransformer(mcfg).init(jax.random.key(config.seed + 1),
-                                           example_batch(mcfg))["params"]
-  fs = config.fewshot
-  results = {}
-  for name, p in (("trained", params), ("random init", fresh)):
-    _, emb = evaluate(predict, p, split, mesh, config.eval.batch_size, indices=idx,
-                      want_embeddings=True)
-    emb = jnp.asarray(class_indexed(emb, labels, len(soc.COLOURS)))
-    for k in sorted({1, fs.shots}):
-      spec = EpisodeSpec(fs.ways, k, fs.queries, fs.episodes)
-      acc = np.asarray(episode_accuracy(jax.random.key(config.seed), emb, spec))
-      results[(name, k)] = report.mean_ci95(acc)
-  desc = (f"{fs.ways}-way K-shot, {fs.queries} queries per class, {fs.episodes} episodes over "
-          f"the test 'closest' questions: name the colour of the closest object (colours are "
-          f"never a training answer). Chance is {100 / fs.ways:.0f}%.")
-  return {"results": results, "description": desc}
+def protonet_accuracy(key: jax.Array, emb: np.ndarray, labels: np.ndarray, classes: int,
+                      ways: int, shots: Sequence[int], queries: int, episodes: int
+                      ) -> dict[int, tuple[float, float]]:
+  """{K: (mean, 95% CI half-width) of query accuracy over `episodes` ways-way K-shot
+  episodes} for embeddings `emb` [N, D] with class `labels` [N] in 0..classes-1."""
+  x = jnp.asarray(class_indexed(emb, labels, classes))
+  out = {}
+  for k in sorted(set(shots)):
+    acc = np.asarray(episode_accuracy(key, x, EpisodeSpec(ways, k, queries, episodes)))
+    out[k] = report.mean_ci95(acc)
+  return out

@@ -1,49 +1,29 @@
 """One Flax Linen transformer over image, text and table tokens (early fusion), and a
 late-fusion baseline of the same encoder size; its params are a plain pytree.
 
-Tokens. Image: `stem='conv'` (default) runs stride-2 3x3 convolutions over the pixels
-with two coordinate channels appended (CoordConv), one token per cell of the final grid
-(75x75 -> 5x5 with 4 layers, as the Relation Network's CNN); `stem='patch'` maps
-non-overlapping `patch` x `patch` patches (einops) linearly. Each cell also gets a learned
-or a fixed 2-D sin-cos position; `image_depth` image-only transformer blocks then run once
-per image (relations between objects do not depend on the question), and `image_merge=m`
-merges m x m neighbouring cells into one token (fine grid in the image blocks, fewer
-tokens in the joint sequence); `image_queries=K` pools the grid into K learned-query
-tokens. Text: token embedding plus position. Table: one token per cell; a categorical cell
-is an embedding of its value, a numeric cell is `value * w_f + b_f` (per-feature linear),
-plus a column and a row embedding. Every token also gets its modality-type embedding; a
-CLS token leads the sequence.
+Tokens. Image: a stride-2 conv stem with (x, y) channels (`stem='conv'`, one token per
+cell of its grid) or linear `patch` x `patch` patches (`stem='patch'`), plus a learned or
+sin-cos 2-D position; `image_depth` image-only blocks run once per image, `image_merge=m`
+merges m x m cells, `image_queries=K` pools the grid into K learned-query tokens. Text:
+token embedding plus position. Table: one token per cell (categorical: embedding of its
+value; numeric: `value * w_f + b_f`) plus column and row embeddings. Every token gets its
+modality-type embedding; a CLS token leads the sequence.
 
-Shared scenes. `model.apply(variables, batch, questions_per_scene=r)` (static, default 1):
-images and tables have B / r rows for the B rows of text and `present`; scene i serves
-examples i*r .. i*r + r - 1, its tokens built once (visual QA: many questions per image;
-the conv stem is most of the cost). Other sizes are a ConfigError (`checks.check_batch`);
-`checks.check_values` refuses, on the host, values the model would silently misread.
+Shared scenes: `apply(variables, batch, questions_per_scene=r)` (static): images and
+tables have B / r rows, scene i serving examples i*r .. i*r + r - 1 (built once). Other
+sizes are a ConfigError (`checks.check_batch`); `checks.check_values` refuses, on the
+host, values the model would silently misread. Masks hide padding and absent modalities:
+`batch['present']` [B, 3] (image, text, table) drops one for some examples; leaving its
+keys out drops it for all. Fusion: 'early', one pre-LN encoder over the joint sequence;
+'late', the same encoder over each modality alone, pooled vectors mixed by a dense layer.
 
-Masks. A key mask hides padding (text pads, empty table rows) and absent modalities:
-`batch['present']` [B, 3] (image, text, table) drops a modality for some examples;
-leaving its keys out of the batch drops it for all (its tokens are not even built).
-
-Fusion. 'early': one pre-LN encoder over the joint sequence, CLS pooled. 'late': the
-same encoder (same weights and depth) runs over each modality alone with its own CLS;
-the pooled vectors of present modalities are concatenated and mixed by one dense layer.
-
-Example (a researcher's own batch; see `inputs.Preprocessor` for raw images/strings/tables):
-
-  >>> import jax, jax.numpy as jnp
-  >>> from metajax.multimodal import ModelConfig, MultimodalTransformer
-  >>> cfg = ModelConfig(image_shape=(32, 32, 3), patch=8, vocab_size=100, max_text_len=8,
-  ...                   table_categorical=(4,), table_numeric=2, table_rows=3,
-  ...                   dim=32, depth=2, heads=4, num_classes=5, num_regression=1)
-  >>> model = MultimodalTransformer(cfg)
-  >>> batch = {'image': jnp.zeros((2, 32, 32, 3), jnp.uint8),
-  ...          'text': jnp.ones((2, 8), jnp.int32), 'text_mask': jnp.ones((2, 8), bool),
-  ...          'table_cat': jnp.zeros((2, 3, 1), jnp.int32),
-  ...          'table_num': jnp.zeros((2, 3, 2)), 'table_mask': jnp.ones((2, 3), bool)}
-  >>> params = model.init(jax.random.key(0), batch)['params']
-  >>> out = model.apply({'params': params}, batch)
-  >>> out['logits'].shape, out['regression'].shape, out['embedding'].shape
-  ((2, 5), (2, 1), (2, 32))
+  >>> cfg = ModelConfig(image_shape=(32, 32, 3), vocab_size=100, max_text_len=8, dim=32,
+  ...                   table_categorical=(4,), table_numeric=2, table_rows=3, num_classes=5)
+  >>> model = MultimodalTransformer(cfg)   # or metajax.models.make('multimodal_transformer', ...)
+  >>> params = model.init(jax.random.key(0), example_batch(cfg, 2))['params']
+  >>> out = model.apply({'params': params}, example_batch(cfg, 2))
+  >>> out['logits'].shape, out['embedding'].shape
+  ((2, 5), (2, 32))
 """
 
 from __future__ import annotations
@@ -57,7 +37,7 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from metajax.errors import ConfigError
-from metajax.multimodal.checks import check_batch, check_values  # noqa: F401 (re-exported)
+from metajax.multimodal.checks import check_batch, check_values, example_batch  # noqa: F401
 
 MODALITIES = ("image", "text", "table")
 
@@ -204,22 +184,6 @@ def coord_grid(rows: int, cols: int) -> jax.Array:
   """[rows, cols, 2] (x, y) cell coordinates in [-1, 1]."""
   yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, rows), jnp.linspace(-1, 1, cols), indexing="ij")
   return jnp.stack([xx, yy], -1)
-
-
-def example_batch(cfg: ModelConfig, batch_size: int = 1, questions_per_scene: int = 1
-                  ) -> dict[str, jax.Array]:
-  """Zeros for every input of `cfg` (B = batch_size examples, B / questions_per_scene scenes)."""
-  b, s = batch_size, batch_size // questions_per_scene
-  out = {"image": jnp.zeros((s,) + tuple(cfg.image_shape), jnp.uint8),
-         "text": jnp.zeros((b, cfg.max_text_len), jnp.int32),
-         "text_mask": jnp.ones((b, cfg.max_text_len), bool)}
-  if cfg.table_categorical or cfg.table_numeric:
-    out["table_mask"] = jnp.ones((s, cfg.table_rows), bool)
-  if cfg.table_categorical:
-    out["table_cat"] = jnp.zeros((s, cfg.table_rows, len(cfg.table_categorical)), jnp.int32)
-  if cfg.table_numeric:
-    out["table_num"] = jnp.zeros((s, cfg.table_rows, cfg.table_numeric))
-  return out
 
 
 class MultimodalTransformer(nn.Module):
@@ -419,3 +383,15 @@ class MultimodalTransformer(nn.Module):
       emb = jax.nn.gelu(self.fuse(jnp.concatenate(pooled, -1)))
     return {"logits": self.classifier(emb).astype(jnp.float32),
             "regression": self.regressor(emb).astype(jnp.float32), "embedding": emb}
+
+
+def make_multimodal(**kwargs: Any) -> MultimodalTransformer:
+  """`MultimodalTransformer(ModelConfig(**kwargs))`, the registry's 'multimodal_transformer'
+  (lists, as JSON and config files give them, become tuples)."""
+  fields = sorted(f.name for f in dataclasses.fields(ModelConfig))
+  unknown = sorted(set(kwargs) - set(fields))
+  if unknown:
+    raise ConfigError(f"model.{unknown[0]}", kwargs[unknown[0]],
+                      "the multimodal transformer has no such argument", ", ".join(fields))
+  tup = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+  return MultimodalTransformer(ModelConfig(**{k: tup(v) for k, v in kwargs.items()}))
