@@ -523,7 +523,8 @@ def _tiny():
     ("optimizer.schedule", "linear", "optimizer.schedule.*'wsd'"),
     ("model.depht", 2, "model.depht.*no such argument"), ("data.name", "glyphs", "data.name"),
     ("text.tokenizer", "/nonexistent", "no tokenizer directory"),
-    ("eval.fewshot.shots", 99, "eval.fewshot.shots.*closest")])
+    ("eval.fewshot.shots", 99, "eval.fewshot.shots.*closest"),
+    ("data.table_rows", 7, "6 objects")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   c = _tiny()
   c.data.data_dir = str(tmp_path / "data")

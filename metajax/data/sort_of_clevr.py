@@ -91,6 +91,11 @@ def _centres(rng: np.random.Generator) -> np.ndarray:
   return np.array(out)
 
 
+def check_table_rows(table_rows: int) -> None:
+  if not 0 <= table_rows <= len(COLOURS):
+    raise ConfigError("data.table_rows", table_rows, "a scene has 6 objects", "0..6")
+
+
 def questions_per_image(table_rows: int, questions_per_kind: int = 10,
                         table_questions: int = 2) -> int:
   """How many questions `generate` asks of every image (no table questions without a table)."""
@@ -111,8 +116,7 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
     q_text [Q] str.
   Q = I * (2 * questions_per_kind + table_questions).
   """
-  if not 0 <= table_rows <= len(COLOURS):
-    raise ConfigError("data.table_rows", table_rows, "a scene has 6 objects", "0..6")
+  check_table_rows(table_rows)
   rng = np.random.default_rng(seed)
   n = len(COLOURS)
   images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)

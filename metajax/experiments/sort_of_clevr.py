@@ -65,16 +65,12 @@ def check_config(config) -> None:
   if len(set(e.ablations)) < len(e.ablations):
     raise ConfigError("eval.ablations", tuple(e.ablations), "names a modality subset twice",
                       "each of " + ", ".join(trainable) + " at most once")
-  if not 0 <= config.data.table_rows <= len(soc.COLOURS):
-    raise ConfigError("data.table_rows", config.data.table_rows, "a scene has 6 objects", "0..6")
   for m in MODALITIES:
     if not 0.0 <= t.drop[m] < 1.0:
       raise ConfigError(f"train.drop.{m}", t.drop[m], "a drop probability", "0 <= p < 1")
   optim.check(config.optimizer)
+  soc.check_table_rows(config.data.table_rows)
   n, r = jax.device_count(), t.questions_per_image
-  if t.batch_size % n:
-    raise ConfigError("train.batch_size", t.batch_size, f"must split evenly over the {n} "
-                      "devices of the data mesh", f"a multiple of {n}")
   per_image = soc.questions_per_image(config.data.table_rows)
   if not 1 <= r <= per_image:
     raise ConfigError("train.questions_per_image", r,
