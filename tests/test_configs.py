@@ -10,7 +10,7 @@ from metajax import experiments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if os.path.basename(p) != "common.py")
+                 if os.path.basename(p) not in ("common.py", "__init__.py"))
 
 
 def load(path, mode=""):
