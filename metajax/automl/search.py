@@ -24,7 +24,7 @@ import numpy as np
 
 from metajax import parallel
 from metajax.automl import population, space as space_lib, trees
-from metajax.automl.config import METRICS, NEURAL as NN
+from metajax.automl.config import NEURAL as NN
 from metajax.automl.data import Prepared
 from metajax.runlog import atomic_write
 

@@ -6,8 +6,6 @@ classification dataset by name from `data_dir`.
 
 from __future__ import annotations
 
-import functools
-
 from metajax.data.base import ClassImages, default_data_dir
 from metajax.registry import Registry
 
