@@ -67,7 +67,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
 
   if mode == "tiny":
     c.data.update(num_train=40, num_test=20, num_val=10)
-    c.model.update(dim=16, depth=1, heads=2, mlp_dim=32, stem_channels=(8, 8, 8, 8))
+    # The patch stem compiles in a fraction of the conv stem's time (tests run every baseline).
+    c.model.update(dim=16, depth=1, heads=2, mlp_dim=32, stem="patch", stem_channels=(8, 8, 8, 8))
     c.optimizer.warmup_steps = 1
     c.train.update(steps=4, batch_size=8, colour_curriculum=1, questions_per_image=2,
                    log_every=2, eval_every=2, checkpoint_every=2, eval_questions=40)
