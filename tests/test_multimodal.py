@@ -528,6 +528,7 @@ def _tiny():
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   c = _tiny()
   c.data.data_dir = str(tmp_path / "data")
+  c.model.stem = "conv"  # stem_channels is checked for the conv stem (tiny uses patches)
   section, _, name = key.rpartition(".")
   node = c
   for part in section.split("."):
