@@ -103,5 +103,6 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
     c.space.mlp.batch_size = ("choice", (32,))
     c.store_path = "{workdir}/experience.sqlite"
   elif mode:
-    raise ValueError(f"unknown config mode {mode!r}; valid: '' or 'tiny'")
+    from metajax.errors import ConfigError
+    raise ConfigError("mode", mode, "unknown config mode", "'', 'tiny'")
   return c

@@ -44,5 +44,7 @@ def train(steps: int, log_every: int, checkpoint_every: int, **kw) -> ml_collect
 
 
 def check_mode(mode: str, valid=("", "tiny")) -> None:
+  """ConfigError (key 'mode', listing `valid`) unless `mode` is one of `valid`."""
+  from metajax.errors import ConfigError
   if mode not in valid:
-    raise ValueError(f"unknown config mode {mode!r}; valid: " + ", ".join(map(repr, valid)))
+    raise ConfigError("mode", mode, "unknown config mode", ", ".join(map(repr, valid)))

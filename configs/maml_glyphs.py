@@ -26,6 +26,7 @@ about 48% on UCI digits (BUILD_NOTES.md).
 import ml_collections
 
 from configs import common
+from metajax.errors import ConfigError
 from metajax.meta.maml import VARIANTS
 
 
@@ -35,7 +36,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
     common.check_mode(p, ("tiny", "20way", *VARIANTS))
   algorithms = [p for p in parts if p in VARIANTS] or ["maml"]
   if len(algorithms) > 1:
-    raise ValueError(f"config mode {mode!r} names {len(algorithms)} algorithms; pick one")
+    raise ConfigError("mode", mode, f"it names {len(algorithms)} algorithms",
+                      "at most one of " + ", ".join(VARIANTS) + ", with 'tiny'")
 
   c = common.config("fewshot", seed=0)
   c.data = common.data("glyphs", data_dir="")  # '' -> $METAJAX_DATA_DIR or ~/.cache/metajax

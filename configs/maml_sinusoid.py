@@ -19,6 +19,7 @@ Mode `tiny` (e.g. --config=configs/maml_sinusoid.py:lslr,tiny) runs a few steps 
 import ml_collections
 
 from configs import common
+from metajax.errors import ConfigError
 from metajax.meta.maml import VARIANTS
 
 
@@ -28,7 +29,8 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
     common.check_mode(p, ("tiny", *VARIANTS))
   algorithms = [p for p in parts if p in VARIANTS] or ["maml"]
   if len(algorithms) > 1:
-    raise ValueError(f"config mode {mode!r} names {len(algorithms)} algorithms; pick one")
+    raise ConfigError("mode", mode, f"it names {len(algorithms)} algorithms",
+                      "at most one of " + ", ".join(VARIANTS) + ", with 'tiny'")
 
   c = common.config("fewshot", seed=0)
   c.data = common.data("sinusoid", data_dir="")  # generated on the fly

@@ -1,7 +1,9 @@
 """Entry point: `python -m launch.main --config=configs/NAME.py --workdir=DIR [--config.key=value ...]`.
 
 Parses flags and calls `metajax.experiments.run`; everything else lives in the library.
-Rerunning with the same workdir resumes from its latest checkpoint.
+Rerunning with the same workdir resumes from its latest checkpoint. `--quiet` keeps only
+errors and the report path. Every command-line or config mistake is one `metajax:` line on
+stderr and exit status 2.
 """
 
 import logging as std_logging
@@ -12,10 +14,30 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bars or progress lines (errors stay).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first (multi-host pods; reads the cluster from the environment).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def fail(error) -> None:
+  """Prints `error` as the one `metajax:` line and exits with status 2."""
+  print(f"metajax: {error}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every mistake turned into one `metajax:` line (exit 2)."""
+  from launch import flag_checks
+  from metajax.errors import ConfigError
+  try:
+    flag_checks.check_argv(argv)
+    return flags.FLAGS(argv)
+  except ConfigError as e:
+    fail(e)
+  except flags.Error as e:
+    fail(flag_checks.as_config_error(e, argv))
 
 
 def main(argv):
@@ -23,6 +45,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:  # library INFO chatter (Orbax) off; ours stays on
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("metajax").setLevel(std_logging.INFO)
+  from metajax import runlog
+  runlog.set_quiet(_QUIET.value)
   if _DISTRIBUTED.value:
     import jax
     jax.distributed.initialize()
@@ -31,12 +55,15 @@ def main(argv):
   try:
     result = run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
-    print(f"metajax: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(e)
   report = getattr(result, "get", lambda *_: None)("report")
   if report:
     print(f"report: {report}")
 
 
+def cli() -> None:
+  app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -9,12 +9,14 @@ class ConfigError(ValueError):
   """A config value (or input) is invalid. Raised before any expensive work.
 
   The message reads `config.<key>=<value> is invalid: <why>. Valid: <valid>.`
-  so a researcher can fix the flag without reading the code.
+  so a researcher can fix the flag without reading the code. A `key` that is a command-line
+  flag ('--config') is shown as the flag: `--config='x.py' is invalid: ...`.
   """
 
   def __init__(self, key: str, value: Any, why: str, valid: str | None = None):
     self.key, self.value, self.why, self.valid = key, value, why, valid
-    msg = f"config.{key}={value!r} is invalid: {why}"
+    name = key if key.startswith("--") else f"config.{key}"
+    msg = f"{name}={value!r} is invalid: {why}"
     if valid:
       msg += f". Valid: {valid}"
     super().__init__(msg + ".")

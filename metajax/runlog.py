@@ -1,5 +1,8 @@
 """What a run leaves in its workdir: config.json, metrics.jsonl, TensorBoard events, progress.
 
+Progress (bars and `say` lines) goes to the console of process 0 unless `set_quiet(True)`
+(the launcher's --quiet). JSON files are strict: `dumps_strict` writes NaN and inf as null.
+
 Only process 0 writes. A resumed run truncates the JSONL stream back to the
 restored step, so the stream of a killed-and-resumed run equals that of an
 uninterrupted one.
@@ -24,6 +27,39 @@ from metajax.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+  """Turns progress bars and progress lines off (True) or on for this process."""
+  global _quiet
+  _quiet = bool(quiet)
+
+
+def say(message: str) -> None:
+  """One progress line on stdout (process 0, unless quiet), printed above any progress bar."""
+  if not _quiet and jax.process_index() == 0:
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def strict(x: Any) -> Any:
+  """`x` for strict JSON: non-finite floats as None, tuples as lists, tuple keys joined by '/',
+  numpy scalars as Python numbers."""
+  if isinstance(x, Mapping):
+    return {"/".join(map(str, k)) if isinstance(k, tuple) else k: strict(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [strict(v) for v in x]
+  if isinstance(x, np.generic):
+    x = x.item()
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def dumps_strict(x: Any, **kw) -> str:
+  """json.dumps of `strict(x)`; raises rather than write NaN (not JSON)."""
+  return json.dumps(strict(x), allow_nan=False, **kw)
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
@@ -141,11 +177,18 @@ class MetricWriter:
       kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
       atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a")
-    try:
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    except ImportError:  # TensorBoard events are a convenience; JSONL is the record
-      self._tb = None
+    self._tb_dir = os.path.join(workdir, "tensorboard")
+
+  def _tensorboard(self):
+    """The TensorBoard writer, opened at the first row: a run that logs nothing (a finished
+    run resumed) adds no event file."""
+    if self._tb is None and self._tb_dir is not None:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(self._tb_dir)
+      except ImportError:  # TensorBoard events are a convenience; JSONL is the record
+        self._tb_dir = None
+    return self._tb
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.active:
@@ -153,12 +196,13 @@ class MetricWriter:
     row = {"step": int(step)}
     for k, v in scalars.items():
       row[k] = float(np.asarray(v))
-    self._file.write(json.dumps(row) + "\n")
+    self._file.write(dumps_strict(row) + "\n")  # a NaN metric is null
     self._file.flush()
-    if self._tb is not None:
+    tb = self._tensorboard()
+    if tb is not None:
       for k, v in row.items():
         if k != "step" and math.isfinite(v):
-          self._tb.add_scalar(k, v, global_step=step)
+          tb.add_scalar(k, v, global_step=step)
 
   def close(self) -> None:
     if self.active:
@@ -189,7 +233,7 @@ def progress(total: int, initial: int = 0, desc: str = "train") -> tqdm:
   """
   tty = sys.stderr.isatty()
   return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-              mininterval=0.5 if tty else 30.0, disable=jax.process_index() != 0)
+              mininterval=0.5 if tty else 30.0, disable=_quiet or jax.process_index() != 0)
 
 
 def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
@@ -202,8 +246,8 @@ def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
 
 
 def summarise(rows: Iterable[Mapping[str, float]], key: str) -> list[tuple[int, float]]:
-  """(step, value) pairs of `key` from metric rows."""
-  return [(int(r["step"]), r[key]) for r in rows if key in r]
+  """(step, value) pairs of `key` from metric rows (rows where it was NaN, null, left out)."""
+  return [(int(r["step"]), r[key]) for r in rows if r.get(key) is not None]
 
 
 def read_config(workdir: str):

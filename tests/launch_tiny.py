@@ -6,9 +6,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 import conftest  # noqa: E402,F401  registers tiny_images
 
-from absl import app  # noqa: E402
-
 from launch import main  # noqa: E402
 
 if __name__ == "__main__":
-  app.run(main.main)
+  main.cli()

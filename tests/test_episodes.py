@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metajax.data.episodes import EpisodeSpec, sample_tasks
+from metajax.data.episodes import EpisodeSpec, make_sampler, sample_tasks
 from metajax.data.sinusoid import Sinusoid
 from metajax.errors import ConfigError
 
@@ -107,6 +107,22 @@ def test_spec_validation_names_the_key(kwargs, key):
   with pytest.raises(ConfigError) as e:
     EpisodeSpec(**kwargs).validate((C, E, 4, 4, 1), "train")
   assert e.value.key == key and str(kwargs[key]) in str(e.value)
+
+
+@pytest.mark.parametrize("spec, key, shown", [
+    (EpisodeSpec(ways=3, shots=4, queries=3), "shots", "4 + 3 exceeds the 6 examples"),
+    (EpisodeSpec(ways=11, shots=1, queries=1), "ways", "1..10"),
+    (EpisodeSpec(ways=41, shots=1, queries=1, rotations=True), "ways", "1..40"),
+])
+@pytest.mark.parametrize("jitted", [False, True])
+def test_library_sampler_refuses_a_spec_its_images_cannot_serve(spec, key, shown, jitted):
+  """sample_tasks / make_sampler validate like the CLI: no repeated images with conflicting
+  labels, no raw numpy error."""
+  images = np.zeros((10, 6, 4, 4, 1), np.uint8)
+  draw = make_sampler(spec) if jitted else (lambda k, x: sample_tasks(k, x, spec))
+  with pytest.raises(ConfigError) as e:
+    draw(jax.random.key(0), images)
+  assert e.value.key == key and shown in str(e.value) and "(10, 6, 4, 4, 1)" in str(e.value)
 
 
 def test_sinusoid_family():

@@ -33,20 +33,28 @@ class EpisodeSpec:
   batch: int = 1
   rotations: bool = False
 
-  def validate(self, images_shape: tuple[int, ...], split: str = "split") -> None:
-    """ConfigError unless tasks of this spec can be drawn from `[classes, examples, ...]`."""
+  def validate(self, images_shape: tuple[int, ...], split: str = "split",
+               where: str | None = None) -> None:
+    """ConfigError unless tasks of this spec can be drawn from `[classes, examples, ...]`.
+
+    The message calls the array 'the `split` split', or `where` when given.
+    """
     for key in ("ways", "shots", "queries", "batch"):
       if getattr(self, key) <= 0:
         raise ConfigError(key, getattr(self, key), "must be positive", ">= 1")
+    where = where or f"the {split} split"
+    if len(images_shape) < 2:
+      raise ConfigError("images", tuple(images_shape), "needs a class and an example axis",
+                        "an array [classes, examples, ...]")
     classes, examples = images_shape[:2]
     available = classes * (4 if self.rotations else 1)
     if self.ways > available:
-      raise ConfigError("ways", self.ways, f"the {split} split has {available} classes"
+      raise ConfigError("ways", self.ways, f"{where} has {available} classes"
                         + (" (with rotations)" if self.rotations else ""), f"1..{available}")
     if self.shots + self.queries > examples:
       raise ConfigError("shots", self.shots,
                         f"shots + queries = {self.shots} + {self.queries} exceeds the "
-                        f"{examples} examples per class of the {split} split",
+                        f"{examples} examples per class of {where}",
                         f"shots + queries <= {examples}")
     if self.rotations and (len(images_shape) < 4 or images_shape[2] != images_shape[3]):
       raise ConfigError("rotations", True, f"rotations need square images, got {images_shape[2:]}",
@@ -91,8 +99,10 @@ def sample_tasks(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Tasks:
 
   uint8 inputs come back as float32 in [0, 1]; other dtypes are passed through
   (e.g. class-indexed embeddings). Deterministic per key. Jit it with `spec`
-  static (see `make_sampler`).
+  static (see `make_sampler`). A spec the array cannot serve (more ways than classes,
+  shots + queries above the examples per class) is a ConfigError naming the values.
   """
+  spec.validate(tuple(images.shape), where=f"images of shape {tuple(images.shape)}")
   images = jnp.asarray(images)
   return jax.vmap(lambda kk: _one_task(kk, images, spec))(jax.random.split(key, spec.batch))
 

@@ -53,8 +53,7 @@ def check_config(config) -> None:
   """Cheap checks of names and sizes; raises ConfigError naming key, value and what is valid."""
   named = [("data.name", config.data.name)] + [("eval.datasets", n) for n in config.eval.datasets]
   for key, name in named:
-    if not name.startswith("tfds:"):
-      _renamed({"dataset": key}, data.DATASETS.get, name)
+    data.check_name(name, key)
   models.MODELS.get(config.model.name)
   ALGORITHMS.get(config.learner.name)
   optim.check(config.optimizer)
