@@ -25,14 +25,12 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
   return "\n".join(lines)
 
 
-def plot_curves(path: str, curves: dict[str, Sequence[tuple[float, float]]],
-                xlabel: str = "step", ylabel: str = "", title: str = "",
-                logy: bool = False) -> str:
-  """Line plot of named (x, y) series to a PNG at `path`; returns the file name."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+Curves = dict[str, Sequence[tuple[float, float]]]
+
+
+def _draw(ax, curves: Curves, xlabel: str, ylabel: str, logy: bool = False,
+          integer_x: bool = False, legend_below: bool = False) -> None:
+  from matplotlib.ticker import MaxNLocator
   for name, pts in curves.items():
     if pts:
       x, y = zip(*pts)
@@ -41,12 +39,52 @@ def plot_curves(path: str, curves: dict[str, Sequence[tuple[float, float]]],
   ax.set_ylabel(ylabel)
   if logy:
     ax.set_yscale("log")
-  if title:
-    ax.set_title(title)
+  if integer_x:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(alpha=0.3)
-  ax.legend()
+  if any(curves.values()):
+    if legend_below:  # never over the data
+      ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+    else:
+      ax.legend(fontsize=8)
+
+
+def _save(fig, path: str) -> str:
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path)
+  import matplotlib.pyplot as plt
   plt.close(fig)
   return os.path.basename(path)
+
+
+def plot_curves(path: str, curves: Curves, xlabel: str = "step", ylabel: str = "",
+                title: str = "", logy: bool = False, integer_x: bool = False,
+                legend_below: bool = False) -> str:
+  """Line plot of named (x, y) series, one quantity (`ylabel`), to a PNG at `path`; returns
+  the file name."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.4, 4.4 if legend_below else 4.0), dpi=110)
+  _draw(ax, curves, xlabel, ylabel, logy, integer_x, legend_below)
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)
+
+
+def plot_panels(path: str, panels: Sequence[tuple[str, Curves]], xlabel: str = "step",
+                title: str = "", integer_x: bool = False) -> str:
+  """One panel per quantity, side by side: `panels` is [(ylabel, curves), ...]; returns the
+  file name. Panels without data are left out."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  panels = [(label, c) for label, c in panels if any(c.values())] or list(panels[:1])
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=110,
+                           squeeze=False)
+  for ax, (ylabel, curves) in zip(axes[0], panels):
+    _draw(ax, curves, xlabel, ylabel, integer_x=integer_x)
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)

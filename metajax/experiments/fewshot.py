@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -150,6 +151,47 @@ def check_model(config, learner, tasks) -> None:
                       f"{str(e).splitlines()[0]}", "a model for this input shape") from None
 
 
+# ---------------------------------------------------------------- meta-test and resume
+
+RESULTS_FILE = "results.json"
+
+
+def finished_results(workdir: str, config) -> dict | None:
+  """The summary in `workdir`'s results.json when it holds the meta-test of this config at
+  this many steps (a finished run resumed), else None: then the meta-test runs."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  same_eval = summary.get("eval") == json.loads(runlog.dumps_strict(config.eval.to_dict()))
+  return summary if same_eval and summary.get("steps") == config.train.steps else None
+
+
+def meta_test(config, settings, datasets, eval_step, state, shard, on_device, key):
+  """Every eval setting from the same key schedule (a resumed run reports the same), with a
+  progress bar over all batches and one line per setting: (results, adaptation curves)."""
+  e = config.eval
+  batches = math.ceil(e.episodes / e.batch)
+  bar = runlog.progress(len(settings) * batches, desc="meta-test")
+  results, curves = {}, {}
+  for i, s in enumerate(settings):
+    sample = sampler(datasets[s.dataset], s.split, s.spec, shard, on_device)
+    t0 = time.time()
+    per_episode = evaluate(eval_step, state, sample, e.episodes, e.batch,
+                           jax.random.fold_in(key, i), on_batch=lambda: bar.update(1))
+    results[s.name], by_step = summarise(per_episode)
+    results[s.name]["eval_seconds"] = (time.time() - t0, None)
+    curves.update({f"{s.name} {k}": v for k, v in by_step.items()})
+    runlog.say(f"meta-test {s.name}: " + ", ".join(
+        f"{k} {m:.4f} ± {c:.4f}" for k, (m, c) in results[s.name].items() if k != "eval_seconds"))
+  bar.close()
+  return results, curves
+
+
 # ---------------------------------------------------------------- main
 
 def run(config, workdir: str) -> dict:
@@ -195,9 +237,17 @@ def run(config, workdir: str) -> dict:
   mngr = checkpoint.manager(workdir)
   state, restored = checkpoint.restore_or(mngr, state)
   start = int(restored or 0)
-  writer = runlog.MetricWriter(workdir, resume_step=start)
   if restored is not None:
     print(f"metajax: resumed from step {start} in {workdir}")
+  kept = finished_results(workdir, config) if start >= config.train.steps else None
+  if kept is not None:  # nothing to train or evaluate: no new metrics, events or meta-test
+    mngr.close()
+    runlog.say(f"metajax: {workdir} finished at step {start}; meta-test results kept from "
+               f"{RESULTS_FILE} (more train.steps or other eval.* settings rerun it)")
+    report = (fewshot_report.write_report(config, workdir, learner, state, kept)
+              if parallel.is_main_process() else None)
+    return {"report": report, "results": kept["results"], "curves": kept["curves"]}
+  writer = runlog.MetricWriter(workdir, resume_step=start)
 
   val, val_desc, e = None, "none", config.eval
   if e.val_every and (isinstance(train_ds, Sinusoid) or "val" in train_ds.splits):
@@ -206,6 +256,7 @@ def run(config, workdir: str) -> dict:
     if isinstance(train_ds, ClassImages):
       _renamed(EVAL_KEYS, vspec.validate, train_ds.splits["val"].shape, f"{config.data.name} val")
     val = sampler(train_ds, "val", vspec, shard, on_device)
+    val_short = f"{ways}-way {e.shots[0]}-shot, {e.val_episodes} episodes"
     val_desc = f"{ways}-way {e.shots[0]}-shot tasks of the val split, {e.val_episodes} episodes"
 
   # Loop: sample, step, log, validate, checkpoint.
@@ -228,7 +279,10 @@ def run(config, workdir: str) -> dict:
       pending, t_loop = [], time.time()
     if val is not None and (done % e.val_every == 0 or done == steps):
       vm = evaluate(eval_step, state, val, e.val_episodes, e.batch, k_val)
-      writer.write(done, {f"val/{k}": float(v.mean()) for k, v in vm.items() if v.ndim == 1})
+      vrow = {f"val/{k}": float(v.mean()) for k, v in vm.items() if v.ndim == 1}
+      writer.write(done, vrow)
+      runlog.say(f"step {done}: validation ({val_short}) " +
+                 ", ".join(f"{k[4:]} {v:.4f}" for k, v in vrow.items()))
     if done % config.train.checkpoint_every == 0 or done == steps:
       checkpoint.save(mngr, done, state)
     bar.update(1)
@@ -237,24 +291,19 @@ def run(config, workdir: str) -> dict:
   mngr.close()
   train_time = time.time() - t_start
 
-  # Meta-test: every setting from the same key schedule, so a resumed run reports the same.
-  results, curves = {}, {}
-  for i, s in enumerate(settings):
-    sample = sampler(datasets[s.dataset], s.split, s.spec, shard, on_device)
-    t0 = time.time()
-    per_episode = evaluate(eval_step, state, sample, e.episodes, e.batch,
-                           jax.random.fold_in(k_test, i))
-    results[s.name], by_step = summarise(per_episode)
-    results[s.name]["eval_seconds"] = (time.time() - t0, float("nan"))
-    curves.update({f"{s.name} {k}": v for k, v in by_step.items()})
+  # Meta-test: every setting, the same key schedule whether resumed or not.
+  results, curves = meta_test(config, settings, datasets, eval_step, state, shard, on_device,
+                              k_test)
   writer.close()
 
   # Report and model card (process 0).
   summary = {"val": val_desc, "results": results, "curves": curves, "skipped": skipped,
-             "train_seconds": train_time, "steps": steps, "devices": jax.device_count()}
+             "train_seconds": train_time, "steps": steps, "devices": jax.device_count(),
+             "eval": config.eval.to_dict()}
   report = None
   if parallel.is_main_process():
-    runlog.atomic_write(os.path.join(workdir, "results.json"), json.dumps(summary, indent=2))
+    runlog.atomic_write(os.path.join(workdir, RESULTS_FILE),
+                        runlog.dumps_strict(summary, indent=2))
     saved.write_card(workdir, "fewshot",
                      model=models.spec(config.model, num_outputs=learner.model.num_outputs),
                      learner=config.learner.to_dict(), episodes=config.episodes.to_dict(),

@@ -10,11 +10,20 @@ import numpy as np
 
 from metajax import runlog
 from metajax.meta.maml import MAML
-from metajax.report import md_table, plot_curves
+from metajax.report import md_table, plot_panels
 
 
-def batch_norm(learner) -> str:
-  """How the learner's batch norm normalises, in words."""
+def has_batch_norm(state) -> bool:
+  """Whether the trained model holds batch-norm parameters or statistics."""
+  paths = [jax.tree_util.keystr(p).lower() for p, _ in
+           jax.tree_util.tree_leaves_with_path((state.params, state.model_state))]
+  return any("batchnorm" in p or "batch_stats" in p for p in paths)
+
+
+def batch_norm(learner, state) -> str | None:
+  """How the learner's batch norm normalises, in words; None for a model without it."""
+  if not has_batch_norm(state):
+    return None
   if not isinstance(learner, MAML):
     return "batch statistics in training, running averages at evaluation"
   if learner.config.batch_norm == "transductive":
@@ -22,6 +31,37 @@ def batch_norm(learner) -> str:
             "and meta-test")
   return ("per-step (MAML++ BNWB+BNRS): per-inner-step BN scale/bias and running statistics; "
           "meta-test uses the running statistics (not transductive)")
+
+
+QUANTITIES = {"loss": "loss (cross-entropy)", "accuracy": "accuracy (fraction correct)",
+              "mse": "MSE"}
+
+
+def learning_panels(rows, config, summary, learner):
+  """[(y label, {series label: points})] for learning_curve.png: one quantity per panel, the
+  training episodes and the validation tasks each labelled with their shape."""
+  e = config.episodes
+  if getattr(getattr(learner, "config", None), "task", "") == "regression":  # train loss: MSE
+    train, val = f"train ({e.shots}-shot tasks)", f"validation ({summary['val']})"
+    return [("MSE", {train: runlog.summarise(rows, "train/loss"),
+                     val: runlog.summarise(rows, "val/mse")})]
+  train = f"train ({e.ways}-way {e.shots}-shot episodes)"
+  val = f"validation ({summary['val']})"
+  return [(QUANTITIES[q], {train: runlog.summarise(rows, f"train/{q}"),
+                           val: runlog.summarise(rows, f"val/{q}")})
+          for q in ("loss", "accuracy")]
+
+
+def adaptation_panels(curves: dict):
+  """[(y label, {setting: [(inner step, mean)]})] of the meta-test adaptation curves, one
+  panel per metric ('accuracy_by_step', 'loss_by_step', 'mse_by_step')."""
+  panels: dict[str, dict] = {}
+  for name, pts in curves.items():
+    setting, metric = name.rsplit(" ", 1)
+    quantity = metric.removesuffix("_by_step")
+    label = f"meta-test {QUANTITIES.get(quantity, quantity)} after k inner steps"
+    panels.setdefault(label, {})[setting] = [(j, m) for j, m, _ in pts]
+  return list(panels.items())
 
 
 def inner_loop(learner: MAML, state, workdir: str) -> list[str]:
@@ -32,8 +72,8 @@ def inner_loop(learner: MAML, state, workdir: str) -> list[str]:
            f"alpha = {c.inner_lr}; direction: {c.inner_optimizer}; "
            f"{'first' if c.first_order else 'second'} order; "
            f"adapted: {'head only (ANIL)' if c.head_only else 'all weights'}; "
-           f"learned rates: {c.learn_lr}; multi-step loss: {c.multi_step_loss}; "
-           f"batch norm: {c.batch_norm}"]
+           f"learned rates: {c.learn_lr}; multi-step loss: {c.multi_step_loss}"
+           + (f"; batch norm: {c.batch_norm}" if has_batch_norm(state) else "")]
   rates = {k: np.asarray(v) for k, v in learner.learning_rates(state).items()}
   if not rates:
     return lines
@@ -78,7 +118,7 @@ def write_report(config, workdir: str, learner, state, summary: dict) -> str:
            + (", rotations as new classes" if e.rotations else ""),
            f"- outer optimizer: {dict(config.optimizer)}",
            f"- validation curve: {summary['val']}",
-           f"- batch norm: {batch_norm(learner)}",
+           *([f"- batch norm: {bn}"] if (bn := batch_norm(learner, state)) else []),
            f"- seed {config.seed}; {summary['devices']} device(s) "
            f"({jax.devices()[0].platform}); wall time {summary['train_seconds']:.0f} s "
            "(training incl. compilation)",
@@ -93,15 +133,14 @@ def write_report(config, workdir: str, learner, state, summary: dict) -> str:
   lines += [md_table(["setting", "metric", "mean ± 95% CI", "episodes"], table), ""]
   if summary["skipped"]:
     lines += ["Skipped (impossible on that dataset): " + "; ".join(summary["skipped"]), ""]
-  keys = ("train/loss", "val/loss", "train/accuracy", "val/accuracy")
-  png = plot_curves(os.path.join(workdir, "learning_curve.png"),
-                    {k: runlog.summarise(rows, k) for k in keys},
-                    ylabel="loss / accuracy", title="learning curve")
+  png = plot_panels(os.path.join(workdir, "learning_curve.png"),
+                    learning_panels(rows, config, summary, learner), xlabel="meta-training step",
+                    title="learning curve", integer_x=True)
   lines += ["## Learning curve", "", f"![learning curve]({png})", ""]
   if summary["curves"]:
-    pts = {k: [(j, m) for j, m, _ in v] for k, v in summary["curves"].items()}
-    png = plot_curves(os.path.join(workdir, "adaptation_curve.png"), pts, xlabel="inner steps",
-                      title="adaptation speed (meta-test)")
+    png = plot_panels(os.path.join(workdir, "adaptation_curve.png"),
+                      adaptation_panels(summary["curves"]), xlabel="inner steps (k)",
+                      title="adaptation speed (meta-test)", integer_x=True)
     lines += ["## Adaptation speed", "", f"![adaptation]({png})", ""]
     for k, v in summary["curves"].items():
       lines.append(f"- {k}: " + ", ".join(f"{j}: {m:.4f}±{c:.4f}" for j, m, c in v))

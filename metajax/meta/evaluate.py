@@ -43,11 +43,13 @@ def sampler(dataset, split: str, spec: EpisodeSpec, sharding=None,
   return lambda key: fn(key, images)
 
 
-def evaluate(eval_fn, state, sample_fn, episodes: int, batch: int, key) -> dict[str, np.ndarray]:
+def evaluate(eval_fn, state, sample_fn, episodes: int, batch: int, key,
+             on_batch: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
   """Per-episode metrics over `episodes` tasks, drawn `batch` at a time from `key`.
 
   eval_fn(state, tasks, key) -> {metric: [batch] or [batch, S]}; returns {metric:
-  [episodes] or [episodes, S]} as numpy. Deterministic per key.
+  [episodes] or [episodes, S]} as numpy. Deterministic per key. `on_batch()` runs after each
+  of the ceil(episodes / batch) batches (a progress bar).
   """
   out: dict[str, list] = {}
   for i in range(math.ceil(episodes / batch)):
@@ -55,6 +57,8 @@ def evaluate(eval_fn, state, sample_fn, episodes: int, batch: int, key) -> dict[
     metrics = jax.device_get(eval_fn(state, sample_fn(k_tasks), k_step))
     for name, value in metrics.items():
       out.setdefault(name, []).append(np.asarray(value))
+    if on_batch is not None:
+      on_batch()
   return {name: np.concatenate(v)[:episodes] for name, v in out.items()}
 
 
