@@ -12,6 +12,7 @@ EXPERIMENTS = Registry("experiment")
 EXPERIMENTS.register("fewshot", "metajax.experiments.fewshot:run")
 EXPERIMENTS.register("automl", "metajax.experiments.automl:run")
 EXPERIMENTS.register("multimodal", "metajax.experiments.sort_of_clevr:run")
+EXPERIMENTS.register("hp_metalearn", "metajax.experiments.hp_metalearn:run")
 
 
 def run(config, workdir: str):

@@ -1,0 +1,197 @@
+"""Hyperparameter meta-learning experiment: `run(config, workdir)` (configs/hp_metalearn.py).
+
+Sections: validation -> data (pools per family, split by dataset) -> learners (one per
+estimator x family) -> workdir -> mesh and shardings -> state (init or resume) -> loop
+(tasks, meta-steps, log, meta-validate, checkpoint) -> learned_rates.json -> zero-shot
+transfer to the meta-test datasets -> results.json and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from metajax import checkpoint, optim, parallel, runlog
+from metajax.data.tabular import DataError
+from metajax.errors import ConfigError
+from metajax.experiments import hp_metalearn_report
+from metajax.hpo import learned, meta, spec, tasks as tasks_lib, transfer
+
+
+# ---------------------------------------------------------------- data
+
+def load_pools(config, family: spec.FamilySpec, names, notes: list[str]) -> list[tasks_lib.Pool]:
+  """The pools of `names` for `family`; a dataset whose optional package or tfds directory is
+  missing is skipped with a note when `data.skip_missing`, else its error is raised."""
+  d, pools = config.data, []
+  for name in names:
+    try:
+      pools.append(tasks_lib.load_pool(name, family, d.data_dir, d.max_rows, d.max_classes,
+                                       config.seed))
+    except DataError as e:
+      if not (d.skip_missing and "optional package" in e.why):
+        raise
+      notes.append(f"{family.name}: skipped {name} ({e.why}; {e.valid})")
+    except Exception as e:  # tfds: no prepared data in data_dir
+      if not (d.skip_missing and name.startswith("tfds:")):
+        raise
+      notes.append(f"{family.name}: skipped {name} ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0][:160]})")
+  return pools
+
+
+def task_shape(config) -> tasks_lib.TaskShape:
+  t = config.tasks
+  return tasks_lib.TaskShape(int(t.min_classes), float(t.min_row_frac),
+                             float(t.min_feature_frac))
+
+
+# ---------------------------------------------------------------- main
+
+def run(config, workdir: str) -> dict:
+  """Meta-learns per-layer rates for every `run_families` x `meta.estimators`, transfers
+  them zero-shot to the meta-test datasets and writes the report; returns
+  {'report', 'results', 'learned_rates'}."""
+  t_start = time.time()
+  spec.check(config)
+  runlog.check_workdir(workdir)
+  inner = spec.inner_spec(config)
+  estimators = tuple(config.meta.estimators)
+  windows = config.inner.steps // config.meta.unroll
+
+  # Data: meta-train pools (tasks) and meta-test pools (transfer), split by dataset.
+  notes: list[str] = []
+  fams, dists, val_tasks, test_pools = {}, {}, {}, {}
+  for name in config.run_families:
+    fam = spec.family_spec(config, name)
+    pools = load_pools(config, fam, fam.train_datasets, notes)
+    if not pools:
+      raise ConfigError(f"families.{name}.train_datasets", fam.train_datasets,
+                        "none of them could be loaded (see the notes above)",
+                        "datasets readable offline, or pip install -e .[data]")
+    fams[name] = fam
+    dists[name] = tasks_lib.TaskDistribution(fam, pools, task_shape(config), config.seed)
+    val_tasks[name] = dists[name].fixed(config.eval.tasks)
+    test_pools[name] = load_pools(config, fam, fam.test_datasets, notes)
+  for n in notes:
+    print(f"metajax: {n}")
+
+  # Learners: one per (estimator, family); models checked against the task shapes.
+  meta_tx = optim.make_optimizer(config.optimizer, config.train.steps)
+  learners = {}
+  for est in estimators:
+    for name, fam in fams.items():
+      try:
+        learners[est, name] = meta.MetaLearner(fam, inner, spec.meta_spec(config, est), meta_tx)
+      except ConfigError:
+        raise
+      except Exception as e:
+        raise ConfigError(f"families.{name}.model", dict(fam.model), "it cannot take inputs "
+                          f"of shape {fam.input_shape}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]}", "a model for this input") from None
+
+  # Workdir: a new run, or the same config resumed.
+  runlog.prepare_workdir(workdir, config)
+
+  # Mesh and shardings: the task axis split over `data`.
+  mesh = parallel.make_mesh()
+  shard, repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  k_init, k_train, k_val = jax.random.split(jax.random.key(config.seed), 3)
+  state, steps_fn, eval_fn = {}, {}, {}
+  for i, ((est, name), lrn) in enumerate(learners.items()):
+    key = f"{est}/{name}"
+    init = lrn.init(jax.random.fold_in(k_init, i))
+    sh = meta.shardings(init, mesh)
+    state[key] = jax.device_put(init, sh)
+    steps_fn[key] = jax.jit(lrn.meta_step, in_shardings=(sh, shard, repl),
+                            out_shardings=(sh, repl), donate_argnums=0)
+    eval_fn[key] = jax.jit(lrn.evaluate, in_shardings=(repl, shard, repl), out_shardings=repl)
+
+  # State: fresh, or the latest checkpoint.
+  mngr = checkpoint.manager(workdir)
+  state, restored = checkpoint.restore_or(mngr, state)
+  start = int(restored or 0)
+  writer = runlog.MetricWriter(workdir, resume_step=start)
+  if restored is not None:
+    print(f"metajax: resumed from meta-step {start} in {workdir}")
+
+  def validate(step: int) -> None:
+    row = {}
+    for key, fn in eval_fn.items():
+      name = key.split("/")[1]
+      m = jax.device_get(fn(state[key].hparams, parallel.shard_batch(val_tasks[name], mesh),
+                            k_val))
+      row.update({f"{key}/{k}": float(v) for k, v in m.items()})
+    writer.write(step, row)
+
+  # Loop: the same tasks for every estimator at a step; keys fold in (step, learner).
+  steps, t = config.train.steps, config.train
+  if start == 0:
+    validate(0)
+  bar = runlog.progress(steps, start, desc=f"hp_metalearn {'+'.join(fams)}")
+  pending: list[dict] = []
+  t_loop = time.time()
+  for step in range(start, steps):
+    metrics = {}
+    batches = {name: dists[name].batch(step, config.meta.tasks, windows)[:2] for name in fams}
+    for i, key in enumerate(steps_fn):
+      name = key.split("/")[1]
+      batch = parallel.shard_batch(batches[name], mesh)
+      state[key], m = steps_fn[key](state[key], batch,
+                                    jax.random.fold_in(jax.random.fold_in(k_train, step), i))
+      metrics.update({f"{key}/{k}": v for k, v in m.items()})
+    pending.append(metrics)
+    done = step + 1
+    if done % t.log_every == 0 or done == steps:
+      rows = jax.device_get(pending)
+      means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+      runlog.check_finite(done, {k: v for k, v in means.items() if k.endswith("meta_loss")})
+      means["meta_steps_per_s"] = len(pending) / max(time.time() - t_loop, 1e-9)
+      writer.write(done, means)
+      bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.endswith("meta_loss")})
+      pending, t_loop = [], time.time()
+    if done % config.eval.every == 0 or done == steps:
+      validate(done)
+    if done % t.checkpoint_every == 0 or done == steps:
+      checkpoint.save(mngr, done, state)
+    bar.update(1)
+  bar.close()
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.close()
+  train_s = time.time() - t_start
+
+  # Learned rates: one file, every estimator; the first is the one others load by default.
+  rates = {est: {name: learned.rates_of(learners[est, name].problem,
+                                        jax.device_get(state[f"{est}/{name}"].hparams),
+                                        fams[name], inner)
+                 for name in fams} for est in estimators}
+  rates_path = None
+  if parallel.is_main_process():
+    rates_path = learned.save_learned_rates(workdir, rates, estimators[0])
+
+  # Zero-shot transfer to every meta-test dataset (never seen in meta-training).
+  results = {}
+  t0 = time.time()
+  for name, pools in test_pools.items():
+    hps = {est: rates[est][name].hparams() for est in estimators}
+    for pool in pools:
+      results[f"{name}/{pool.name}"] = transfer.evaluate_dataset(
+          fams[name], inner, pool, hps, config.transfer.random_runs,
+          tuple(config.transfer.random_log_lr), config.transfer.seeds, config.seed)
+  transfer_s = time.time() - t0
+
+  summary = {"notes": notes, "transfer": results, "train_seconds": train_s,
+             "transfer_seconds": transfer_s, "steps": steps, "devices": jax.device_count(),
+             "families": {n: {"train": [p.name for p in d.pools],
+                              "test": [p.name for p in test_pools[n]]}
+                          for n, d in dists.items()}}
+  path = None
+  if parallel.is_main_process():
+    runlog.atomic_write(os.path.join(workdir, "results.json"), json.dumps(summary, indent=2))
+    path = hp_metalearn_report.write_report(config, workdir, rates, summary)
+  return {"report": path, "results": results, "learned_rates": rates_path}
