@@ -59,6 +59,13 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       trees_per_budget=4,
       time_budget_s=0.0,     # 0: no wall-clock limit
       families=(),           # empty: every family that fits the data (mlp/cnn/gru, rf, gbm)
+      # Warm start (metajax/automl/warmstart.py): before searching, read the experience store
+      # and seed the first rung with the best configurations of the nearest past datasets.
+      warm_start=True,       # False: cold start (the search is still recorded in the store)
+      warm_frac=0.34,        # at most this share of the first rung comes from the store
+      warm_neighbours=3,     # past datasets consulted, nearest first
+      warm_max_distance=1.0,  # metafeatures.distance beyond which a dataset is no neighbour
+      prior="",              # learned learning rates: a JSON file or a metajax.hpo workdir
   ))
 
   c.space = ml_collections.ConfigDict(dict(
@@ -88,7 +95,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   ))
 
   c.num_devices = 0  # population axis over this many devices (0: all)
-  c.store_path = "~/.cache/metajax/automl_experience.sqlite"  # '{workdir}' is substituted
+  # the experience store ('' for none; '{workdir}' is substituted); the file name carries the
+  # store's schema version, so an older store is left as it is
+  c.store_path = "~/.cache/metajax/automl_experience.v2.sqlite"
 
   if mode == "tiny":  # seconds on CPU: iris, six trials, budgets 1 and 3
     c.data.name = "iris"

@@ -8,16 +8,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
+import uuid
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from metajax import data as data_registry, parallel
-from metajax.automl import config as config_lib, data as data_lib, engine, population, search
+from metajax.automl import config as config_lib, data as data_lib, engine, metafeatures
+from metajax.automl import population, search, warmstart
 from metajax.errors import ConfigError
 
 MODEL_FILE = "model.pkl"  # beside model.json in an experiment's workdir
@@ -32,11 +35,17 @@ class AutoML:
   Any other keyword overrides a key of configs/automl.py, by its name in `data` or
   `search` (scheduler='asha', families=('mlp', 'gbm'), max_budget=9, val_frac=0.3, ...)
   or a top-level one (seed=1, space=...).
-  state_path / store_path: resumable search state and experience store (optional).
+  state_path / store_path: resumable search state and experience store (optional). With a
+  store, the search first reuses the best configurations of the nearest past datasets
+  (warm_start=False: it does not read the store) and records its trials there.
+  prior: learned learning rates (a dict, a list of configurations or a path:
+  `metajax.automl.warmstart.load_prior`); the first rung samples learning rates around them.
+  After fit, `warm_start_` says what was reused and from which datasets.
   """
 
   def __init__(self, time_budget_s: float = 60.0, metric: str = "accuracy",
-               state_path: str | None = None, store_path: str | None = None, **overrides):
+               state_path: str | None = None, store_path: str | None = None, prior=None,
+               **overrides):
     cfg = config_lib.default_config()
     cfg.search.time_budget_s = float(time_budget_s)
     cfg.search.metric = metric
@@ -53,8 +62,14 @@ class AutoML:
         valid = sorted(set(cfg[GROUPS[0]]) | set(cfg[GROUPS[1]]) | {"seed", "space",
                                                                     "num_devices"})
         raise ConfigError(k, v, "not an AutoML option", ", ".join(valid))
+    if isinstance(prior, str):
+      cfg.search.prior = prior
     config_lib.validate(cfg)
+    if prior is not None and not isinstance(prior, str):
+      warmstart.load_prior(prior)  # ConfigError before any work
     self.config, self.state_path, self.store_path = cfg, state_path, store_path
+    self.prior = None if isinstance(prior, str) else prior
+    self.warm_start_: dict[str, Any] | None = None
     self.leaderboard: list[dict[str, Any]] = []
     self.best_: dict[str, Any] | None = None
 
@@ -63,7 +78,7 @@ class AutoML:
     strings, missing values), [N, H, W(, C)] images, or a list of N texts; y [N]."""
     cfg = self.config
     if isinstance(X, str):
-      cfg.data.name = X
+      cfg.data.name = key = X
       ds = data_lib.load(X, cfg.data.data_dir, cfg.data.max_rows, cfg.seed)
     else:
       if y is None:
@@ -73,16 +88,18 @@ class AutoML:
                               else "image" if np.ndim(X) >= 3 else "table")
       ds = data_lib.Dataset(name, modality, X, np.asarray(y))
       cfg.data.name = name  # not a registry name: evaluate() then needs its data given
+      key = f"{name}@{metafeatures.fingerprint(X, y)}"  # its key in the experience store
     d = cfg.data
     fams = config_lib.families_for(cfg, ds.modality)
     prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size)
-    store = None
-    if self.store_path:
-      from metajax.automl.store import ExperienceStore
-      store = ExperienceStore(self.store_path)
+    # unique per search (stable for a resumable one), so concurrent searches never share rows
+    tag = (hashlib.sha1(os.path.abspath(self.state_path).encode()).hexdigest()[:8]
+           if self.state_path else uuid.uuid4().hex[:8])
     programs = population.Programs(parallel.make_mesh(cfg.num_devices or None))
-    ex = engine.run_search(prep, cfg, fams, self.state_path, store, f"api-{name}-{cfg.seed}",
-                           programs=programs)
+    ex = engine.run_search(prep, cfg, fams, self.state_path, self.store_path,
+                           f"api-{key}-s{cfg.seed}-{tag}", programs=programs, dataset=key,
+                           prior=self.prior)
+    self.warm_start_ = ex.warm.summary()
     best, test = engine.evaluate_best(ex)
     if best is None:
       raise RuntimeError("every trial failed (non-finite losses); see .leaderboard")

@@ -84,6 +84,12 @@ def validate(c) -> None:
   if not (d.name.startswith("tfds:") or d.name in data_registry.DATASETS):
     from metajax.automl.data import names
     raise ConfigError("data.name", d.name, "unknown dataset", ", ".join(names()))
+  if not 0 <= s.warm_frac <= 1:
+    raise ConfigError("search.warm_frac", s.warm_frac, "a share of the first rung", "0 to 1")
+  require_positive(c, "search.warm_neighbours", "search.warm_max_distance")
+  if s.prior:
+    from metajax.automl import warmstart
+    warmstart.load_prior(s.prior)  # ConfigError for a missing or unreadable prior
   for f in s.families:
     require_in("search.families", f, FAMILIES)
   fams = list(s.families) or list(FAMILIES)

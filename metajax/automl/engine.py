@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from absl import logging
 
-from metajax.automl import config as config_lib, data as data_lib, search
+from metajax.automl import config as config_lib, data as data_lib, search, warmstart
 
 
 def load_data(cfg) -> tuple[data_lib.Prepared, list[str]]:
@@ -21,12 +21,19 @@ def load_data(cfg) -> tuple[data_lib.Prepared, list[str]]:
 
 
 def run_search(prep, cfg, fams, state_path=None, store=None, run_id="", on_rung=None,
-               programs=None) -> search.Executor:
-  """Runs `cfg.search.scheduler` over `fams` on `prep`; resumes from `state_path` if it exists."""
-  ex = search.Executor(prep, cfg, state_path, "search", store, run_id, on_rung,
+               programs=None, dataset=None, prior=None) -> search.Executor:
+  """Runs `cfg.search.scheduler` over `fams` on `prep`; resumes from `state_path` if it exists.
+
+  store: experience store path (or ExperienceStore): read first for a warm start
+  (`search.warm_start`), written after every rung under `run_id` and key `dataset` (default
+  prep.name); prior: learned rates (`warmstart.load_prior`). `ex.warm` is the warm-start plan.
+  """
+  warm = warmstart.plan(prep, cfg, fams, store, run_id, state_path, dataset, prior)
+  ex = search.Executor(prep, cfg, state_path, "search", warm.store, run_id, on_rung,
                        programs=programs)
+  ex.warm = warm
   s = cfg.search
-  sampler = search.Sampler(cfg.space, fams, s.sampler, cfg.seed, s.group_size)
+  sampler = warm.sampler(search.Sampler(cfg.space, fams, s.sampler, cfg.seed, s.group_size))
   eta, lo, hi = int(s.eta), s.min_budget, s.max_budget
   try:
     if s.scheduler == "sh":

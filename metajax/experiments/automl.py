@@ -16,7 +16,6 @@ from absl import logging
 
 from metajax import parallel, runlog, saved
 from metajax.automl import api, config as config_lib, engine, population, search
-from metajax.automl.store import ExperienceStore
 from metajax.experiments import automl_report
 
 
@@ -67,7 +66,6 @@ def run(config, workdir: str) -> dict:
   prep, fams = engine.load_data(config)
   resumed = runlog.prepare_workdir(workdir, config)
   programs = population.Programs(parallel.make_mesh(config.num_devices or None))
-  store = ExperienceStore(store_path(config, workdir))
   run_id = hashlib.sha1((os.path.abspath(workdir) + config.to_json_best_effort())
                         .encode()).hexdigest()[:12]
 
@@ -85,7 +83,8 @@ def run(config, workdir: str) -> dict:
                  ex.rungs, len(ex.trials), ex.units, best, ex.now())
 
   t0 = time.perf_counter()
-  ex = engine.run_search(prep, config, fams, state_path, store, run_id, on_rung, programs)
+  ex = engine.run_search(prep, config, fams, state_path, store_path(config, workdir), run_id,
+                         on_rung, programs)
   search_s = ex.now()
   writer.close()
 
@@ -97,7 +96,8 @@ def run(config, workdir: str) -> dict:
 
   # ---- experience store and the saved model
   if best is not None:
-    store.record(run_id, prep, config, [best], {best.id: test.get("accuracy")})
+    if ex.store is not None:  # None: no store, or one left untouched (see ex.warm.message)
+      ex.store.record(run_id, prep, config, [best], {best.id: test.get("accuracy")})
     save_model(workdir, config, ex, best, test)
 
   # ---- report
@@ -107,7 +107,7 @@ def run(config, workdir: str) -> dict:
                                                     val_score=best.score, budget=best.budget),
                 test=test, trials=len(ex.trials), budget_units=ex.units,
                 search_s=search_s, wall_s=time.perf_counter() - t0, compiles=programs.compiles,
-                compiles_by=dict(programs.compiles_by),
+                compiles_by=dict(programs.compiles_by), warm_start=ex.warm.summary(),
                 baselines={k: dict(test=v[1], val_score=None if v[0] is None else v[0].score,
                                    trials=len(base[k].trials)) for k, v in base_results.items()})
   runlog.atomic_write(os.path.join(workdir, "result.json"),

@@ -186,8 +186,10 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
           f"metric: validation {s.metric}; trials: {len(trials)} ({status['complete']} complete, "
           f"{status['pruned']} pruned, {status['failed']} failed); budget used: {ex.units:g} units",
       ]),
-      ("h2", "Selected model"),
   ]
+  if getattr(ex, "warm", None) is not None:  # what the experience store and the prior gave
+    sections += [("h2", "Warm start"), ("ul", ex.warm.report_lines())]
+  sections.append(("h2", "Selected model"))
   if best is None:
     sections.append(("p", "Every trial failed: no model selected."))
   else:
