@@ -109,7 +109,8 @@ def run(config, workdir: str) -> dict:
     state[key] = jax.device_put(init, sh)
     steps_fn[key] = jax.jit(lrn.meta_step, in_shardings=(sh, shard, repl),
                             out_shardings=(sh, repl), donate_argnums=0)
-    eval_fn[key] = jax.jit(lrn.evaluate, in_shardings=(repl, shard, repl), out_shardings=repl)
+    if name not in eval_fn:  # one program per family: every estimator's rates run the same
+      eval_fn[name] = jax.jit(lrn.evaluate, in_shardings=(repl, shard, repl), out_shardings=repl)
 
   # State: fresh, or the latest checkpoint.
   mngr = checkpoint.manager(workdir)
@@ -121,10 +122,10 @@ def run(config, workdir: str) -> dict:
 
   def validate(step: int) -> None:
     row = {}
-    for key, fn in eval_fn.items():
+    for key in steps_fn:
       name = key.split("/")[1]
-      m = jax.device_get(fn(state[key].hparams, parallel.shard_batch(val_tasks[name], mesh),
-                            k_val))
+      m = jax.device_get(eval_fn[name](state[key].hparams,
+                                       parallel.shard_batch(val_tasks[name], mesh), k_val))
       row.update({f"{key}/{k}": float(v) for k, v in m.items()})
     writer.write(step, row)
 

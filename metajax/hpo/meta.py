@@ -139,7 +139,7 @@ class MetaLearner:
     g = jax.tree.map(lambda x: x.mean(0), g)
     updates, opt_state = self.meta_tx.update(g, state.opt_state, state.hparams)
     hp = self.clamp(optax.apply_updates(state.hparams, updates))
-    metrics = {"meta_loss": loss.mean(), "grad_norm": optax.global_norm(g),
+    metrics = {"meta_loss": loss.mean(), "grad_norm": optax.tree.norm(g),
                "resets": reset.astype(jnp.float32).mean(),
                "mean_log_lr": hp["log_lr"].mean()}
     xi = xi if self.meta.estimator == "pes" else {}
