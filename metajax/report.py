@@ -60,7 +60,7 @@ def _save(fig, path: str) -> str:
 
 def plot_curves(path: str, curves: Curves, xlabel: str = "step", ylabel: str = "",
                 title: str = "", logy: bool = False, integer_x: bool = False,
-                legend_below: bool = False) -> str:
+                legend_below: bool = False, ylim: tuple[float, float] | None = None) -> str:
   """Line plot of named (x, y) series, one quantity (`ylabel`), to a PNG at `path`; returns
   the file name."""
   import matplotlib
@@ -68,6 +68,8 @@ def plot_curves(path: str, curves: Curves, xlabel: str = "step", ylabel: str = "
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.4 if legend_below else 4.0), dpi=110)
   _draw(ax, curves, xlabel, ylabel, logy, integer_x, legend_below)
+  if ylim:
+    ax.set_ylim(*ylim)
   if title:
     ax.set_title(title)
   return _save(fig, path)

@@ -22,6 +22,16 @@ def launch(workdir, *flags, wait=True):
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def strict_json(path):
+  """Parses a JSON (or JSON lines) file, failing on NaN / Infinity (not JSON)."""
+  def refuse(constant):
+    raise AssertionError(f"{constant} in {path}")
+  text = open(path).read()
+  if str(path).endswith(".jsonl"):
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+  return json.loads(text, parse_constant=refuse)
+
+
 def learning_rows(workdir):
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   return [{k: v for k, v in r.items() if "per_s" not in k} for r in rows]
@@ -41,6 +51,11 @@ def test_end_to_end_writes_everything(tmp_path):
   assert "95% CI" in report and "tiny_images/test 5-way 1-shot" in report
   steps = [r["step"] for r in learning_rows(wd) if "train/loss" in r]
   assert steps == [2, 4, 6]
+  # Strict JSON everywhere (results.json once held NaN confidence intervals).
+  for name in os.listdir(wd):
+    if name.endswith((".json", ".jsonl")):
+      strict_json(wd / name)
+  assert "batch norm" in report  # conv4 has it (an MLP report must not say so)
 
 
 @pytest.mark.parametrize("flag, key, valid", [
@@ -111,3 +126,70 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   strip = lambda res: {s: {k: v for k, v in m.items() if k != "eval_seconds"} for s, m in res.items()}
   assert strip(a["results"]) == strip(b["results"])
   assert learning_rows(ref) == learning_rows(killed)
+
+
+def test_resume_of_a_finished_run_keeps_its_meta_test_and_more_steps_extend_it(tmp_path):
+  wd = tmp_path / "run"
+  assert launch(wd, "--config.train.steps=2").returncode == 0
+  files = ("results.json", "metrics.jsonl")
+  before = {p: (wd / p).read_bytes() for p in files}
+  events = sorted(os.listdir(wd / "tensorboard"))
+  r = launch(wd, "--config.train.steps=2")  # nothing to train: the meta-test is not rerun
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "meta-test results kept" in r.stdout and "meta-test tiny_images" not in r.stdout
+  assert before == {p: (wd / p).read_bytes() for p in files}  # eval_seconds too: not rerun
+  assert sorted(os.listdir(wd / "tensorboard")) == events, "no new TensorBoard file"
+  r = launch(wd, "--config.train.steps=4")  # a finished run extended
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from step 2" in r.stdout and "meta-test tiny_images" in r.stdout
+  assert strict_json(wd / "results.json")["steps"] == 4
+  assert [r["step"] for r in learning_rows(wd) if "train/loss" in r] == [2, 4]
+
+
+# Every command-line mistake: (arguments, what the one metajax: line must name).
+CLI_MISTAKES = {
+    "misspelled key": (["--config.train.step=3"], ["config.train.step=", "train.steps"]),
+    "misspelled group": (["--config.trian.steps=3"], ["config.trian.steps=", "did you mean train"]),
+    "missing config file": (["--config=configs/nope.py"],
+                            ["configs/nope.py", "configs/protonet_glyphs.py", "configs/automl.py"]),
+    "bad mode": (["--config=configs/protonet_glyphs.py:bogus"], ["'bogus'", "'tiny'"]),
+    "two algorithms": (["--config=configs/maml_glyphs.py:anil,lslr"], ["anil,lslr", "metasgd"]),
+    "unparsable value": (["--config.train.steps=abc"], ["config.train.steps='abc'"]),
+    "unknown flag": (["--workdri=x"], ["--workdri=x", "--workdir"]),
+    "unknown dataset": (["--config.data.name=imagenet"], ["'imagenet'", "glyphs", "tfds:NAME"]),
+    "workdir is a file": (["WORKDIR_IS_FILE"], ["config.workdir=", "is a file"]),
+    "no config": (["NO_CONFIG"], ["--config", "configs/protonet_glyphs.py"]),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(CLI_MISTAKES))
+def test_cli_mistake_is_one_metajax_line_and_exit_2(tmp_path, mistake):
+  flags, named = CLI_MISTAKES[mistake]
+  wd = tmp_path / "run"
+  cmd = [sys.executable, "tests/launch_tiny.py", f"--workdir={wd}"]
+  if flags == ["WORKDIR_IS_FILE"]:
+    wd.write_text("not a directory")
+    flags = []
+  if flags == ["NO_CONFIG"]:
+    flags = []
+  elif not (flags and flags[0].startswith("--config=")):
+    cmd += TINY
+  cmd += flags
+  r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                     text=True, timeout=120)
+  out = r.stdout + r.stderr
+  assert r.returncode == 2, out[-2000:]
+  lines = [l for l in out.splitlines() if "metajax:" in l]
+  assert len(lines) == 1 and lines[0].startswith("metajax: "), out[-2000:]  # printed once
+  assert all(n in lines[0] for n in named), lines[0]
+  assert "Traceback" not in out and not any(l[:1] in "EF" and l[1:5].isdigit()
+                                            for l in out.splitlines()), out[-2000:]  # no absl E/F
+  assert wd.is_file() or not wd.exists(), "a failed start must not write to the workdir"
+
+
+def test_unwritable_workdir_is_a_config_error(tmp_path, monkeypatch):
+  from metajax import runlog
+  from metajax.errors import ConfigError
+  monkeypatch.setattr(os, "access", lambda *a, **k: False)  # also meaningful when run as root
+  with pytest.raises(ConfigError, match="is not writable"):
+    runlog.check_workdir(str(tmp_path / "new" / "run"))

@@ -174,7 +174,7 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
   state, restored = checkpoint.restore_or(mngr, state)
   start = int(restored or 0)
   if restored is not None:
-    logging.info("%s: resumed from step %d", label, start)
+    runlog.say(f"metajax: {label}: resumed from step {start} in {workdir}")
   writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r["time_s"] for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1] if (prior and restored is not None) else 0.0
@@ -182,7 +182,7 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
   eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]
   key = jax.random.key(config.seed)
   if stop_at and report.first_reaching(runlog.read_metrics(workdir), stop_at) is not None:
-    logging.info("%s: already reached train.stop_at=%s at step %d", label, stop_at, start)
+    runlog.say(f"{label}: already reached train.stop_at={stop_at} at step {start}")
     num_steps = start
   # Loop: batch, step, log, evaluate (early stopping), checkpoint.
   bar = runlog.progress(num_steps, start, desc=label)
@@ -210,10 +210,13 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
                         present=modalities, indices=eval_idx)
       row = {f"eval/{g}": v for g, v in acc.items()}
       writer.write(done, row)
+      runlog.say(f"{label} step {done}: validation accuracy " +
+                 ", ".join(f"{g} {100 * acc[g]:.1f}%" for g in soc.GROUPS + ("all",)
+                           if np.isfinite(acc[g])))  # NaN: no question of that kind
       tick += time.perf_counter() - t0  # evals are not training time
       if stop_at and report.first_reaching([{"step": done, **row}], stop_at) is not None:
-        logging.info("%s: validation reached train.stop_at=%s at step %d; stopping",
-                     label, stop_at, done)
+        runlog.say(f"{label}: validation reached train.stop_at={stop_at} at step {done}; "
+                   "stopping")
         checkpoint.save(mngr, done, state)
         break
     if done % t.checkpoint_every == 0 or done == num_steps:
@@ -272,6 +275,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   trained = int(state.step)
   write_card(config, workdir, model, trained, workdir)
   test, bs, e = data["test"], config.eval.batch_size, config.eval
+  runlog.say(f"test split: accuracy with {len(SUBSETS)} subsets of the modalities ...")
   accuracy = {name: evaluate(predict, state.params, test, mesh, bs, present=p)[0]
               for name, p in SUBSETS.items()}
   # Baselines, trained after the main model in subdirectories named by their steps.
@@ -296,6 +300,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     write_card(config, adir, model, asteps, workdir, SUBSETS[name])
     ablations.append({"trained on": name, "steps": asteps, "accuracy": evaluate(
         apredict, astate.params, test, mesh, bs, present=SUBSETS[name])[0]})
+  if fs.episodes:
+    runlog.say(f"few-shot on fused embeddings: {fs.episodes} episodes per setting ...")
   fs_results = fewshot_closest_colour(config, model, state.params, predict, test, mesh)
   n_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
   path = report.write_report(config, workdir, model.cfg, accuracy, late, fs_results, n_params,

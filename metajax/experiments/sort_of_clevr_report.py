@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -21,20 +20,12 @@ PUBLISHED = [  # Santoro et al. 2017, Sort-of-CLEVR, as stated in the paper's te
 def first_reaching(rows, target: float):
   """The first step whose validation row reaches `target` on both question kinds, or None."""
   for r in rows:
-    if r.get("eval/relational", 0) >= target and r.get("eval/non-relational", 0) >= target:
+    if (r.get("eval/relational") or 0) >= target and (r.get("eval/non-relational") or 0) >= target:
       return r["step"]
   return None
 
 
-def strict(x):
-  """`x` with every non-finite float as None (JSON has no NaN) and tuple keys joined by '/'."""
-  if isinstance(x, dict):
-    return {"/".join(map(str, k)) if isinstance(k, tuple) else k: strict(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [strict(v) for v in x]
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
+strict = runlog.strict  # non-finite floats as None (JSON has no NaN), tuple keys joined by '/'
 
 
 def stem_desc(mcfg) -> str:
@@ -62,7 +53,7 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
   """report.md (with accuracy.png, loss.png) and results.json in `workdir`; returns the
   report's path. fs: {(embedding, shots): (mean, ci95)} or None."""
   rows = runlog.read_metrics(workdir)
-  pct = lambda v: f"{100 * v:.1f}"
+  pct = lambda v: "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"  # null: NaN
   row = lambda a: [pct(a[g]) for g in GROUPS + ("all",)]
   full = accuracy["image+text+table"]
   t = config.train
@@ -141,13 +132,15 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
               f"are never a training answer). Chance is {100 / f.ways:.0f}%.", "",
               report.md_table(["embedding", "shots", "accuracy (%)", "95% CI"],
                               [[e, k, pct(m), pct(c)] for (e, k), (m, c) in fs.items()])]
-  curves = {g: [(r["step"], r[f"eval/{g}"]) for r in rows if f"eval/{g}" in r] for g in GROUPS}
+  curves = {g: [(s, 100 * v) for s, v in runlog.summarise(rows, f"eval/{g}")] for g in GROUPS}
   acc_png = report.plot_curves(os.path.join(workdir, "accuracy.png"), curves,
-                               ylabel="eval accuracy")
+                               xlabel="training step", ylabel="validation accuracy (%)",
+                               title="accuracy by question kind", legend_below=True,
+                               ylim=(0, 100), integer_x=True)
   loss_png = report.plot_curves(
-      os.path.join(workdir, "loss.png"),
-      {"train loss": [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]},
-      ylabel="loss", logy=True)
+      os.path.join(workdir, "loss.png"), {"train loss": runlog.summarise(rows, "train/loss")},
+      xlabel="training step", ylabel="training loss (cross-entropy + regression, log scale)",
+      logy=True, integer_x=True)
   lines += ["", "## Curves", "", f"![accuracy]({acc_png})", f"![loss]({loss_png})"]
   path = os.path.join(workdir, "report.md")
   if jax.process_index() == 0:
@@ -156,5 +149,5 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
                "ablations": ablations, "fewshot": fs, "params": int(n_params),
                "train_seconds": secs, "target_step": reach}
     runlog.atomic_write(os.path.join(workdir, "results.json"),
-                        json.dumps(strict(results), indent=2, allow_nan=False))
+                        runlog.dumps_strict(results, indent=2))
   return path

@@ -14,6 +14,10 @@ from metajax.errors import ConfigError
 
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+# transformers warns "PyTorch was not found" at import; only its tokenizer is used here, so
+# silence that advice before the first import (a user's own setting wins).
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 256, path: str = ""):
   """A lower-cased WordPiece tokenizer trained on `texts` (~0.1 s); saved to `path` if given.
@@ -27,7 +31,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 256, path: str = "")
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   texts = list(texts)
   tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-      vocab_size=vocab_size, special_tokens=list(SPECIAL)))
+      vocab_size=vocab_size, special_tokens=list(SPECIAL), show_progress=False))
   # The trainer breaks merge ties in a different order from run to run, so its ids (and
   # intermediate pieces) vary. Canonical vocabulary: the special tokens, the alphabet, then
   # the pieces the training texts are actually encoded with, each group sorted.
