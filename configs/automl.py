@@ -10,6 +10,12 @@ report.html, metrics.jsonl, result.json, the resumable search state, and the sel
 (model.json + model.pkl: `metajax.load_trained(workdir).predict(X)`). Rerunning the same
 command resumes without redoing finished rungs. `:tiny`: iris, six trials, seconds.
 
+Every run records its trials in the experience store (`store_path`) and, before searching,
+reads it: the best configurations of the nearest past datasets fill part of the first rung
+(`search.warm_*`; report.md and result.json say what was reused, from which datasets);
+`--config.search.warm_start=False` searches cold. `--config.search.prior=DIR` centres the
+first rung's learning rates on an hp_metalearn run's learned rates.
+
 This file is the one definition of AutoML's defaults: `metajax.automl.AutoML(...)` builds
 its config from it too.
 """

@@ -205,7 +205,7 @@ def _iris_prep():
   return c, prep, fams
 
 
-def test_prior_centres_first_rung_learning_rates():
+def test_prior_centres_first_rung_learning_rates(tmp_path):
   c, prep, fams = _iris_prep()
   c.space.mlp.learning_rate = ("log_uniform", 1e-4, 1.0)
   centre = {"Dense_0": math.log(0.01), "Dense_1": math.log(0.04)}  # per-layer: the mean counts
@@ -224,6 +224,19 @@ def test_prior_centres_first_rung_learning_rates():
   assert any(not lo <= v <= hi for v in later)
   with pytest.raises(ConfigError, match="prior"):
     warmstart.load_prior({"nothing": 1})
+  # the hpo meta-learner's learned_rates.json (a workdir): per-family centre and optimizer
+  from metajax.hpo.learned import FamilyRates, save_learned_rates
+  log_lr = np.log([[0.1, 0.05], [0.2, 0.1]])
+  rates = FamilyRates("mlp", ("Dense_0", "Dense_1"), 2, 100, 32, "sgd", log_lr, None,
+                      {"name": "mlp"})
+  save_learned_rates(str(tmp_path), {"pes": {"mlp": rates}}, "pes")
+  spec = warmstart.load_prior(str(tmp_path))
+  assert spec["lr"]["log_lr"] == {"mlp": pytest.approx(log_lr.mean())}
+  assert spec["lr"]["optimizer"] == {"mlp": "sgd"} and spec["configs"] == []
+  p = warmstart.plan(prep, c, fams, None, prior=str(tmp_path / "learned_rates.json"))
+  first = [x for _, x in p.sampler(engine.search.Sampler(c.space, fams, "sobol", 0, 3)).take(6)]
+  assert all(x["optimizer"] == "sgd" for x in first if x["family"] == "mlp")
+  assert any(x["family"] == "mlp" for x in first)
   with pytest.raises(ConfigError, match="no such file"):
     AutoML(prior="/nonexistent/rates.json")
 

@@ -118,6 +118,8 @@ class ExperienceStore:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
       finally:
         c.close()
+    except sqlite3.OperationalError as e:  # locked for minutes, unreadable directory, ...
+      raise StoreError(f"{where} could not be opened ({e})") from None
     except sqlite3.DatabaseError as e:
       raise StoreError(f"{where} is corrupt ({e})") from None
     if ok != "ok" or set(_TABLES) - tables:

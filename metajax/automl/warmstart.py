@@ -42,7 +42,7 @@ class Plan:
   """What a search takes from the store and the prior (see the module docstring).
 
   portfolio: configurations {'family', **hp} for trials 0..len-1; reused: one dict per
-    portfolio entry saying where it came from; lr_prior: {'log_lr', 'std', 'families'} or None.
+    portfolio entry saying where it came from; lr_prior: `load_prior(...)['lr']`.
   """
   dataset: str
   meta: dict
@@ -62,13 +62,18 @@ class Plan:
     return WarmSampler(cold, self) if self.portfolio or self.lr_prior else cold
 
   def centred(self, c: dict, i: int, space) -> dict:
-    """Configuration `c` (trial i) with its learning rate drawn around the prior's centre."""
-    p = self.lr_prior
-    if c["family"] not in p["families"] or "learning_rate" not in c:
+    """Configuration `c` (trial i) with its learning rate drawn around the prior's centre
+    for its family (and the optimizer the rates were learned for, if the space has it)."""
+    p, fam = self.lr_prior, c["family"]
+    if fam not in p["log_lr"] or "learning_rate" not in c:
       return c
     z = float(np.clip(np.random.default_rng([self.seed, i]).normal(), -2.0, 2.0))
-    return dict(c, learning_rate=_clip(space, c["family"], "learning_rate",
-                                       math.exp(p["log_lr"] + p["std"] * z)))
+    out = dict(c, learning_rate=_clip(space, fam, "learning_rate",
+                                      math.exp(p["log_lr"][fam] + p["std"] * z)))
+    opt, spec = p.get("optimizer", {}).get(fam), dict(space[fam]).get("optimizer")
+    if opt and spec and spec[0] == "choice" and opt in spec[1]:
+      out["optimizer"] = opt
+    return out
 
   def summary(self) -> dict:
     """JSON-ready: what was reused, from which datasets, and where the search is recorded."""
@@ -89,8 +94,12 @@ class Plan:
              "prior": lambda: "from the prior"}[r["source"]]()
       out.append(f"trial #{r['trial']}: {r['family']} {hp}, {src}")
     if self.lr_prior:
-      out.append(f"first-rung neural learning rates drawn around "
-                 f"{math.exp(self.lr_prior['log_lr']):.3g} (log-std {self.lr_prior['std']:g})")
+      p = self.lr_prior
+      around = ", ".join(f"{f}: {math.exp(v):.3g}" + (f" ({p['optimizer'][f]})"
+                                                       if p.get("optimizer", {}).get(f) else "")
+                         for f, v in sorted(p["log_lr"].items()))
+      out.append(f"the first rung's sampled learning rates drawn around the prior's "
+                 f"({around}; log-std {p['std']:g})")
     return out
 
 
@@ -139,7 +148,7 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
   """
   from metajax import runlog
   s = cfg.search
-  p = Plan(dataset or prep.name, metafeatures.describe(prep), first_rung(cfg),
+  p = Plan(dataset or prep.name, dict(prep.meta), first_rung(cfg),
            warm_start=bool(s.warm_start), seed=int(cfg.seed))
   notes = []
   store = store or None
@@ -153,6 +162,8 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
                    "recorded (pass another store_path to record it)")
   elif st is not None:
     p.store_path = st.path
+  if st is not None:
+    p.meta = metafeatures.describe(prep)  # with landmarkers: what the store compares
   saved = _load(state_path)
   if saved is not None:  # a resumed search replays the first run's plan
     for k in ("portfolio", "reused", "neighbours", "lr_prior"):
@@ -165,6 +176,9 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
     if spec:
       p.lr_prior = spec["lr"]
       _extend(p, [(c, dict(source="prior")) for c in spec["configs"]], cfg, fams, cap)
+      notes.append(f"prior: {len(p.portfolio)} configuration(s) in the first rung"
+                   + (", its sampled learning rates centred on the prior's" if p.lr_prior
+                      else ""))
     if s.warm_start and st is not None and cap > len(p.portfolio):
       try:
         notes.insert(0, _from_store(p, st, cfg, fams, run_id, cap))
@@ -172,10 +186,8 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
         st = None
         notes.append(f"experience store {p.store_path} could not be read ({e}): cold start; "
                      "the file is left as it is and this search is not recorded")
-    elif not s.warm_start and (st is not None or p.store_path):
+    elif not s.warm_start and p.store_path:
       notes.insert(0, "warm start off (search.warm_start=False): cold start")
-    if spec and not p.reused:
-      notes.insert(0, "cold start from the prior")
     p.message = "; ".join(notes)
     _save(state_path, p)
   p.store = st.bind(p.dataset, p.meta) if st is not None else None
@@ -284,36 +296,31 @@ def _fmt(v) -> str:
 
 # ------------------------------------------------------------------ the prior
 def load_prior(x) -> dict | None:
-  """Learned rates as {'configs': [...], 'lr': {'log_lr', 'std', 'families'} | None}.
+  """Learned rates as {'configs': [...], 'lr': None | {'log_lr': {family: centre},
+  'optimizer': {family: name}, 'std': spread}}.
 
-  x: None; a list of configurations {'family', **hp}; a dict with any of 'configs',
-  'log_learning_rate' (a number, or per-layer numbers nested in dicts / lists: their mean
-  is the centre), 'learning_rate' (likewise, not in logs), 'log_lr_std' and 'families';
-  a JSON file of either; or a directory, read by `metajax.hpo.load_learned_rates`.
+  x: None; a `metajax.hpo.LearnedRates` (each family centred on its `global_log_lr()`,
+  with the optimizer it was learned for); a list of configurations {'family', **hp}; a dict
+  with any of 'configs', 'log_learning_rate' (a number, or per-layer numbers nested in
+  dicts / lists: their mean is the centre), 'learning_rate' (likewise, not in logs),
+  'optimizer', 'log_lr_std' and 'families' (default: the neural ones); a JSON file of such
+  a dict; or an hp_metalearn workdir / its learned_rates.json (`load_learned_rates`).
   """
   if x is None or x == "":
     return None
   key = "search.prior"
   valid = ("a list of configurations, a dict with configs / log_learning_rate / learning_rate, "
-           "a JSON file of one, or a metajax.hpo workdir")
+           "a JSON file of one, or an hp_metalearn workdir")
   if isinstance(x, str):
-    path = os.path.expanduser(x)
-    if os.path.isdir(path):
-      try:
-        from metajax.hpo import load_learned_rates
-      except ImportError:
-        raise ConfigError(key, x, "a directory needs metajax.hpo.load_learned_rates", valid
-                          ) from None
-      x = load_learned_rates(path)
-      x = dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
-    elif os.path.isfile(path):
-      try:
-        with open(path) as f:
-          x = json.load(f)
-      except (OSError, ValueError) as e:
-        raise ConfigError(key, path, f"not readable JSON ({e})", valid) from None
-    else:
-      raise ConfigError(key, x, "no such file or directory", valid)
+    x = _read_prior(x, key, valid)
+  if hasattr(x, "families") and hasattr(x, "estimator"):  # metajax.hpo.LearnedRates
+    fams = {f: r for f, r in x.families.items() if f in NEURAL}
+    if not fams:
+      raise ConfigError(key, sorted(x.families), "no AutoML family among the learned rates",
+                        ", ".join(NEURAL))
+    return dict(configs=[], lr=dict(log_lr={f: r.global_log_lr() for f, r in fams.items()},
+                                    optimizer={f: r.optimizer for f, r in fams.items()},
+                                    std=LR_STD))
   if isinstance(x, (list, tuple)):
     x = {"configs": list(x)}
   if not isinstance(x, dict) or not ({"configs", "log_learning_rate", "learning_rate"} & set(x)):
@@ -323,14 +330,33 @@ def load_prior(x) -> dict | None:
     raise ConfigError(key, configs, "every configuration needs a 'family'", valid)
   logs = _leaves(x["log_learning_rate"]) if "log_learning_rate" in x else [
       math.log(v) for v in _leaves(x.get("learning_rate")) if v > 0]
-  lr = None
-  if logs:
-    lr = dict(log_lr=float(np.mean(logs)), std=float(x.get("log_lr_std", LR_STD)),
-              families=list(x.get("families", NEURAL)))
-  elif "configs" not in x:
-    raise ConfigError(key, x.get("log_learning_rate", x.get("learning_rate")),
-                      "no finite learning rate", valid)
-  return dict(configs=configs, lr=lr)
+  if not logs:
+    if "configs" not in x:
+      raise ConfigError(key, x.get("log_learning_rate", x.get("learning_rate")),
+                        "no finite learning rate", valid)
+    return dict(configs=configs, lr=None)
+  fams = list(x.get("families", NEURAL))
+  opt = x.get("optimizer")
+  return dict(configs=configs, lr=dict(log_lr={f: float(np.mean(logs)) for f in fams},
+                                       optimizer={f: opt for f in fams} if opt else {},
+                                       std=float(x.get("log_lr_std", LR_STD))))
+
+
+def _read_prior(x: str, key: str, valid: str):
+  """The prior at path x: a JSON dict / list, or learned rates (metajax.hpo)."""
+  path = os.path.expanduser(x)
+  if not os.path.exists(path):
+    raise ConfigError(key, x, "no such file or directory", valid)
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        doc = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ConfigError(key, path, f"not readable JSON ({e})", valid) from None
+    if not (isinstance(doc, dict) and doc.get("format") == "metajax.learned_rates"):
+      return doc
+  from metajax.hpo import load_learned_rates  # a workdir, or its learned_rates.json
+  return load_learned_rates(path)
 
 
 def _leaves(v) -> list[float]:
