@@ -239,3 +239,79 @@ def test_bad_config_is_a_config_error_before_anything_runs(tmp_path, key, value,
   assert repr(value if not isinstance(value, tuple) else value[-1]) in msg or str(value) in msg
   assert valid in msg
   assert not wd.exists()
+
+
+# ---------------------------------------------------------------- text family, sharding
+
+def _texts(name, seed):
+  from metajax.data.tabular import Dataset
+  rng = np.random.default_rng(seed)
+  words = [[f"w{c}x{j}" for j in range(6)] for c in range(3)]
+  y = rng.integers(0, 3, 90)
+  X = [" ".join(rng.choice(words[c], 6)) for c in y]
+  return Dataset(name, "text", X, y)
+
+
+def test_gru_family_on_text_tasks():
+  from metajax import data
+  for n, s in (("tiny_texts_a", 0), ("tiny_texts_b", 1)):
+    if n not in data.DATASETS:
+      data.DATASETS.register(n, lambda data_dir="", n=n, s=s: _texts(n, s))
+  c = tiny_config()
+  c.run_families = ("gru",)
+  g = c.families.gru
+  g.model.units, g.seq_len, g.vocab_size, g.max_classes = 8, 8, 60, 3
+  g.train_datasets, g.test_datasets = ("tiny_texts_a",), ("tiny_texts_b",)
+  spec.check(c)
+  fam, inner = spec.family_spec(c, "gru"), spec.inner_spec(c)
+  pool = tasks_lib.load_pool("tiny_texts_a", fam)
+  assert pool.x.dtype == np.int32 and pool.x.shape == (90, 8) and pool.x.max() < 60
+  dist = tasks_lib.TaskDistribution(fam, [pool], tasks_lib.TaskShape(), 0)
+  lrn = meta.MetaLearner(fam, inner, spec.meta_spec(c, "pes"), optim.make_optimizer(c.optimizer))
+  assert lrn.problem.names == ("Dense_0", "b", "emb", "wh", "wx")
+  state, m = jax.jit(lrn.meta_step)(lrn.init(jax.random.key(0)), dist.batch(0, 2, 3)[:2],
+                                    jax.random.key(1))
+  assert np.isfinite(float(m["meta_loss"])) and np.isfinite(np.asarray(state.hparams["log_lr"])).all()
+
+
+SHARDED = """
+import jax, numpy as np
+from metajax import optim, parallel
+from metajax.hpo import meta, spec, tasks as tasks_lib
+import tests.test_hpo as t
+assert jax.device_count() == 2
+c = t.tiny_config()
+c.meta.tasks = 4
+fam, inner = spec.family_spec(c, "mlp"), spec.inner_spec(c)
+pools = [tasks_lib.load_pool(n, fam, max_rows=300) for n in fam.train_datasets]
+dist = tasks_lib.TaskDistribution(fam, pools, tasks_lib.TaskShape(), 0)
+lrn = meta.MetaLearner(fam, inner, spec.meta_spec(c, "pes"), optim.make_optimizer(c.optimizer))
+batch = dist.batch(0, 4, 3)[:2]
+single = jax.jit(lrn.meta_step)(lrn.init(jax.random.key(0)), batch, jax.random.key(1))
+mesh = parallel.make_mesh()
+init = lrn.init(jax.random.key(0))
+sh, shard, repl = meta.shardings(init, mesh), parallel.batch_sharding(mesh), parallel.replicated(mesh)
+traces = []
+def step_fn(s, b, k):
+  traces.append(1)
+  return lrn.meta_step(s, b, k)
+step = jax.jit(step_fn, in_shardings=(sh, shard, repl), out_shardings=(sh, repl), donate_argnums=0)
+state, m = step(jax.device_put(init, sh), parallel.shard_batch(batch, mesh), jax.random.key(1))
+assert state.inner.params["Dense_0"]["kernel"].sharding.spec[0] == "data"
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), single, (state, m))
+for i in range(1, 3):
+  state, m = step(state, parallel.shard_batch(dist.batch(i, 4, 3)[:2], mesh), jax.random.key(i))
+assert len(traces) == 1, traces
+print("OK")
+"""
+
+
+def test_meta_step_sharded_over_two_devices_matches_one_and_compiles_once():
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", PYTHONPATH=root)
+  r = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True,
+                     timeout=300, cwd=root)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
