@@ -186,6 +186,20 @@ def test_bad_stores_start_cold_with_a_message_and_stay_untouched(tmp_path, capsy
   assert _files(d) == before  # no byte changed, nothing created beside them
 
 
+def test_a_failing_write_stops_recording_not_the_search(tmp_path, monkeypatch, capsys):
+  store = str(tmp_path / "exp.sqlite")
+  ExperienceStore(store)
+
+  def full(self, statements):
+    raise sqlite3.OperationalError("database or disk is full")
+
+  monkeypatch.setattr(ExperienceStore, "_write", full)
+  m = AutoML(store_path=store, **FAST).fit(*_wine(0))
+  assert m.best_ is not None and m._ex.store.failed and not m.warm_start_["recorded"]
+  said = [ln for ln in capsys.readouterr().out.splitlines() if "disk is full" in ln]
+  assert len(said) == 1  # said once, not once per rung
+
+
 def test_a_dataset_unlike_any_stored_starts_cold(tmp_path):
   store = str(tmp_path / "exp.sqlite")
   AutoML(store_path=store, **FAST).fit(*_wine(0), name="wine-a")

@@ -262,10 +262,30 @@ class ExperienceStore:
 
 
 class BoundStore:
-  """An ExperienceStore whose `record` writes one dataset key (what an Executor holds)."""
+  """An ExperienceStore whose `record` writes one dataset key (what an Executor holds).
+
+  The store is the search's memory, not its result: a write that fails (disk full, locked
+  for minutes) is said once and recording stops, and the search goes on.
+  """
 
   def __init__(self, store: ExperienceStore, dataset: str, meta: dict[str, float]):
     self.store, self.dataset, self.meta = store, dataset, meta
+    self.failed = ""
 
   def record(self, run_id, prep, cfg, trials, test_scores=None) -> None:
-    self.store.record(run_id, prep, cfg, trials, test_scores, self.dataset, self.meta)
+    self._try(self.store.record, run_id, prep, cfg, trials, test_scores, self.dataset,
+              self.meta)
+
+  def put_run(self, run_id: str, warm: dict) -> None:
+    self._try(self.store.put_run, run_id, self.dataset, warm)
+
+  def _try(self, write, *args) -> None:
+    if self.failed:
+      return
+    try:
+      write(*args)
+    except (sqlite3.Error, OSError) as e:
+      from metajax import runlog
+      self.failed = (f"experience store {self.store.path}: a write failed ({e}); this search "
+                     "is no longer recorded there")
+      runlog.say(self.failed)

@@ -78,7 +78,8 @@ class Plan:
   def summary(self) -> dict:
     """JSON-ready: what was reused, from which datasets, and where the search is recorded."""
     return dict(enabled=self.warm_start, dataset=self.dataset, message=self.message,
-                store=self.store_path, recorded=self.store is not None,
+                store=self.store_path,
+                recorded=self.store is not None and not self.store.failed,
                 first_rung=self.first_rung, warm_trials=len(self.portfolio),
                 neighbours=[dict(dataset=n, distance=round(d, 4)) for n, d in self.neighbours],
                 reused=self.reused, lr_prior=self.lr_prior)
@@ -88,10 +89,13 @@ class Plan:
     out = [self.message or "no experience store and no prior: cold start"]
     for r in self.reused:
       hp = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["hp"].items()))
-      src = {"store": lambda: f"from {r['dataset']} (distance {r['distance']:.3g}, its run "
-                              f"{r['run_id']} trial #{r['past_trial']}, val {_fmt(r['val_score'])})",
-             "sibling": lambda: f"sibling of trial #{r['of']} (learning rate spread)",
-             "prior": lambda: "from the prior"}[r["source"]]()
+      if r["source"] == "store":
+        src = (f"from {r['dataset']} (distance {r['distance']:.3g}, its run {r['run_id']} "
+               f"trial #{r['past_trial']}, val {_fmt(r['val_score'])})")
+      elif r["source"] == "sibling":
+        src = f"sibling of trial #{r['of']} (its learning rate spread)"
+      else:
+        src = "from the prior"
       out.append(f"trial #{r['trial']}: {r['family']} {hp}, {src}")
     if self.lr_prior:
       p = self.lr_prior
@@ -176,9 +180,9 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
     if spec:
       p.lr_prior = spec["lr"]
       _extend(p, [(c, dict(source="prior")) for c in spec["configs"]], cfg, fams, cap)
-      notes.append(f"prior: {len(p.portfolio)} configuration(s) in the first rung"
-                   + (", its sampled learning rates centred on the prior's" if p.lr_prior
-                      else ""))
+      notes.append(f"prior: {len(p.portfolio)} of its configurations in the first rung"
+                   + ("; the rung's sampled learning rates drawn around its learned rates"
+                      if p.lr_prior else ""))
     if s.warm_start and st is not None and cap > len(p.portfolio):
       try:
         notes.insert(0, _from_store(p, st, cfg, fams, run_id, cap))
@@ -193,7 +197,7 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
   p.store = st.bind(p.dataset, p.meta) if st is not None else None
   p.message = "; ".join(notes)
   if p.store is not None:
-    st.put_run(run_id, p.dataset, p.summary())
+    p.store.put_run(run_id, p.summary())
   if p.message:
     runlog.say(p.message)
   return p
@@ -232,8 +236,8 @@ def _from_store(p: Plan, st: ExperienceStore, cfg, fams, run_id: str, cap: int) 
             "configuration this search can use: cold start")
   near = ", ".join(f"{n} (distance {d:.2f}, {used[n]} config{'s' * (used[n] > 1)})"
                    for n, d in p.neighbours if n in used)
-  return (f"warm start: {len(p.portfolio)} of the first rung's {p.first_rung} trials from "
-          f"the experience store: {near}")
+  return (f"warm start: {len(p.portfolio) - before} of the first rung's {p.first_rung} trials "
+          f"from the experience store: {near}")
 
 
 def _extend(p: Plan, candidates, cfg, fams, cap: int) -> None:
