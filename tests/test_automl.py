@@ -1,6 +1,7 @@
 """AutoML: spaces, data checks, population training, schedulers, resume, store, report, API,
 saved runs."""
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -354,7 +355,7 @@ def tiny_run(tmp_path_factory):
   return c, wd, driver.run(c, wd)
 
 
-def test_experiment_writes_report_store_and_resumes(tiny_run):
+def test_experiment_writes_report_store_and_resumes(tiny_run, capsys):
   c, wd, r = tiny_run
   md = open(r["report"]).read()
   for s in ("Selected model", "test accuracy", "random search", "hand-set default",
@@ -368,8 +369,15 @@ def test_experiment_writes_report_store_and_resumes(tiny_run):
   rows = st.trials(dataset="iris")
   assert len(rows) == r["trials"] and rows[0]["curve"]
   assert set(st.datasets()["iris"]) >= {"n_rows", "n_classes", "class_entropy"}
+  capsys.readouterr()
   again = driver.run(c, wd)
   assert again["resumed"] and again["best"] == r["best"]
+  assert "resumed the search" in capsys.readouterr().out
+  # the report counts the run's programs, not only those the resumed process compiled
+  assert again["compiles_by"] == r["compiles_by"] and again["compiles_this_process"] < r["compiles"]
+  assert f"{r['compiles']} compiled population programs" in open(again["report"]).read()
+  json.loads(open(os.path.join(wd, "result.json")).read(),
+             parse_constant=lambda x: pytest.fail(f"{x} in result.json"))  # strict JSON
   c2 = config_lib.default_config("tiny")
   c2.seed = 1
   with pytest.raises(ConfigError, match="different config"):

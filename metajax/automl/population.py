@@ -183,6 +183,11 @@ class Programs:
       self.compiles_by[name[0]] += 1
     return self._cache[k]
 
+  def signatures(self) -> list[str]:
+    """'kind|key' of every program compiled here, stable across processes (a resumed run
+    counts the union of its processes' programs)."""
+    return sorted(f"{k[0][0]}|{k!r}" for k in self._cache)
+
   def has_epoch(self, arch: Arch) -> bool:
     """Whether an epoch program of `arch` is compiled already (for any P)."""
     return any(k[0] == ("epoch", arch) for k in self._cache)

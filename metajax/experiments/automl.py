@@ -6,13 +6,12 @@ budget -> test evaluation -> experience store -> saved model -> report.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
 import os
 import time
-
-from absl import logging
 
 from metajax import parallel, runlog, saved
 from metajax.automl import api, config as config_lib, engine, population, search
@@ -58,6 +57,21 @@ def save_model(workdir: str, config, ex: search.Executor, best, test) -> None:
                    classes=[str(c) for c in ex.prep.classes], val_score=best.score, test=test)
 
 
+COMPILED_FILE = "compiled_programs.json"
+
+
+def compiled_in_run(workdir: str, programs) -> collections.Counter:
+  """Programs compiled by this run in all its processes (a resumed run compiles only what it
+  still needs), by kind; records the union in the workdir."""
+  path = os.path.join(workdir, COMPILED_FILE)
+  seen = set(programs.signatures())
+  if os.path.isfile(path):
+    with open(path) as f:
+      seen |= set(json.load(f))
+  runlog.atomic_write(path, json.dumps(sorted(seen)))
+  return collections.Counter(s.split("|", 1)[0] for s in seen)
+
+
 def run(config, workdir: str) -> dict:
   """Runs the AutoML experiment of `config` in `workdir`; returns results and the report path."""
   # ---- validate (nothing touched yet; a workdir that cannot be written fails before the data)
@@ -79,9 +93,16 @@ def run(config, workdir: str) -> dict:
                 if math.isfinite(h["score"])), default=-math.inf)
     writer.write(ex.rungs, {"best_val_score": best, "budget_units": ex.units,
                             "elapsed_s": ex.now(), "trials": len(ex.trials)})
-    logging.info("rung %d: %d trials, %.0f budget units, best val %.4f, %.1f s",
-                 ex.rungs, len(ex.trials), ex.units, best, ex.now())
+    compiled_in_run(workdir, ex.programs)  # a killed run's compiles still count
+    runlog.say(f"rung {ex.rungs}: {len(ex.trials)} trials, {ex.units:g} budget units, best "
+               f"val {config.search.metric} {best:.4f}, {ex.now():.1f} s")
 
+  s = config.search
+  if os.path.exists(state_path):
+    runlog.say(f"metajax: resumed the search in {workdir} (finished rungs are not retrained)")
+  else:
+    runlog.say(f"AutoML search on {prep.name}: {s.scheduler}, families {', '.join(fams)}, "
+               f"budgets {s.min_budget:g}..{s.max_budget:g} (the first rung compiles) ...")
   t0 = time.perf_counter()
   ex = engine.run_search(prep, config, fams, state_path, store_path(config, workdir), run_id,
                          on_rung, programs)
@@ -89,6 +110,9 @@ def run(config, workdir: str) -> dict:
   writer.close()
 
   # ---- baselines at the same budget (budget units), then test scores
+  if config.baselines.enabled:
+    runlog.say(f"baselines at the same budget ({ex.units:g} units): random search and the "
+               "hand-set default ...")
   base = (run_baselines(prep, config, fams, ex.units, workdir, programs)
           if config.baselines.enabled else {})
   best, test = engine.evaluate_best(ex)
@@ -101,15 +125,17 @@ def run(config, workdir: str) -> dict:
     save_model(workdir, config, ex, best, test)
 
   # ---- report
-  path = automl_report.write(workdir, prep, config, ex, best, test, base, base_results)
+  compiled = compiled_in_run(workdir, programs)
+  path = automl_report.write(workdir, prep, config, ex, best, test, base, base_results, compiled)
   result = dict(report=path, html=path[:-3] + ".html", resumed=resumed, dataset=prep.name,
                 best=None if best is None else dict(id=best.id, family=best.family, hp=best.hp,
                                                     val_score=best.score, budget=best.budget),
                 test=test, trials=len(ex.trials), budget_units=ex.units,
-                search_s=search_s, wall_s=time.perf_counter() - t0, compiles=programs.compiles,
-                compiles_by=dict(programs.compiles_by), warm_start=ex.warm.summary(),
+                search_s=search_s, wall_s=time.perf_counter() - t0,
+                compiles=sum(compiled.values()), compiles_by=dict(compiled),
+                compiles_this_process=programs.compiles, warm_start=ex.warm.summary(),
                 baselines={k: dict(test=v[1], val_score=None if v[0] is None else v[0].score,
                                    trials=len(base[k].trials)) for k, v in base_results.items()})
   runlog.atomic_write(os.path.join(workdir, "result.json"),
-                      json.dumps(result, indent=2, default=str))
+                      runlog.dumps_strict(result, indent=2, default=str))
   return result

@@ -77,13 +77,16 @@ def plot_leaderboard(path, board, metric, k=15):
 
 
 def plot_hparams(path, trials, metric):
-  """Final validation score against each hyperparameter (categoricals at their index)."""
+  """Final validation score against each hyperparameter (categoricals at their index),
+  coloured by family, with one family legend for the figure."""
   plt = _plt()
+  from matplotlib.lines import Line2D
   names = sorted({k for t in trials for k in t.hp})
   cols = 3
   rows = max(1, math.ceil(len(names) / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(9, 2.6 * rows), dpi=90, squeeze=False)
-  for ax, name in zip(axes.ravel(), names):
+  fig, axes = plt.subplots(rows, cols, figsize=(9, 2.6 * rows + 0.6), dpi=90, squeeze=False)
+  families = set()
+  for i, (ax, name) in enumerate(zip(axes.ravel(), names)):
     pts = [(t.hp[name], t.score, t.family) for t in trials if name in t.hp and math.isfinite(t.score)]
     if not pts:
       ax.set_visible(False)
@@ -101,30 +104,49 @@ def plot_hparams(path, trials, metric):
       x = np.array([levels.index(str(v)) for v in vals], float)
       ax.set_xticks(range(len(levels)), levels, fontsize=7)
     ax.scatter(x, [p[1] for p in pts], s=12, c=[COLORS.get(p[2]) for p in pts], alpha=0.7)
-    ax.set_title(name, fontsize=9)
+    families |= {p[2] for p in pts}
+    ax.set_xlabel(name, fontsize=8)
+    if i % cols == 0:
+      ax.set_ylabel(f"final val {metric}", fontsize=8)
   for ax in axes.ravel()[len(names):]:
     ax.set_visible(False)
   fig.suptitle(f"final validation {metric} vs hyperparameter", fontsize=10)
-  fig.tight_layout()
+  handles = [Line2D([], [], ls="", marker="o", color=COLORS.get(f), label=f)
+             for f in sorted(families)]
+  fig.tight_layout(rect=(0, 0, 1, 0.95))
+  if handles:
+    fig.legend(handles=handles, title="family", loc="upper right", fontsize=8, title_fontsize=8)
   fig.savefig(path)
   plt.close(fig)
 
 
+def best_so_far(ex) -> list[tuple[float, float]]:
+  """(search seconds, best validation score up to then): one point per time a rung ended
+  (the trials of a rung share its end time, so one point, not a vertical bar)."""
+  best_at: dict[float, float] = {}
+  for t in ex.trials.values():
+    for h in t.history:
+      if math.isfinite(h["score"]):
+        best_at[h["elapsed"]] = max(best_at.get(h["elapsed"], -math.inf), h["score"])
+  best, pts = -math.inf, []
+  for e in sorted(best_at):
+    best = max(best, best_at[e])
+    pts.append((e, best))
+  return pts
+
+
 def plot_progress(path, executors, metric):
-  """Best validation score so far against search seconds, per method."""
+  """Best validation score so far against search seconds, per method, as step lines."""
   plt = _plt()
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
   for name, ex in executors.items():
-    ev = sorted((h["elapsed"], h["score"]) for t in ex.trials.values() for h in t.history
-                if math.isfinite(h["score"]))
-    best, pts = -math.inf, []
-    for e, s in ev:
-      best = max(best, s)
-      pts.append((e, best))
+    pts = best_so_far(ex)
     if pts:
-      ax.step(*zip(*pts), where="post", marker=".", label=name)
-  ax.set_xlabel("seconds")
-  ax.set_ylabel(f"best validation {metric}")
+      held = pts + [(max(ex.elapsed, pts[-1][0]), pts[-1][1])]  # to the method's last second
+      line, = ax.step(*zip(*held), where="post", label=name)
+      ax.plot(*zip(*pts), ls="", marker=".", color=line.get_color())
+  ax.set_xlabel("seconds of search (including compiles)")
+  ax.set_ylabel(f"best validation {metric} so far")
   ax.set_title("best score so far")
   ax.grid(alpha=0.3)
   ax.legend()
@@ -133,8 +155,8 @@ def plot_progress(path, executors, metric):
   plt.close(fig)
 
 
-def _compiles(programs) -> str:
-  return ", ".join(f"{n} {k}" for k, n in sorted(programs.compiles_by.items()))
+def _compiles(by_kind) -> str:
+  return ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
 
 
 def _hp(hp: dict) -> str:
@@ -151,8 +173,12 @@ def trial_rows(trials):
   return rows
 
 
-def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
-  """Writes report.md and report.html in `workdir`; returns the path of report.md."""
+def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None) -> str:
+  """Writes report.md and report.html in `workdir`; returns the path of report.md.
+
+  compiled: programs compiled by the whole run by kind (a resumed run's processes together);
+  default: those of this process."""
+  compiled = ex.programs.compiles_by if compiled is None else compiled
   s, plots = cfg.search, {}
   board = search.leaderboard(ex.trials.values())
   trials = list(ex.trials.values())
@@ -167,8 +193,8 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results) -> str:
   sections: list[tuple] = [
       ("h1", f"AutoML report: {prep.name}"),
       ("p", f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
-            f"seed {cfg.seed}; {ex.mesh.size} device(s); {ex.programs.compiles} compiled "
-            f"population programs ({_compiles(ex.programs)}); search {ex.elapsed:.1f} s "
+            f"seed {cfg.seed}; {ex.mesh.size} device(s); {sum(compiled.values())} compiled "
+            f"population programs ({_compiles(compiled)}); search {ex.elapsed:.1f} s "
             "(including compiles)."),
       ("h2", "Dataset"),
       ("table", ["property", "value"],
