@@ -238,7 +238,7 @@ def run(config, workdir: str) -> dict:
   state, restored = checkpoint.restore_or(mngr, state)
   start = int(restored or 0)
   if restored is not None:
-    print(f"metajax: resumed from step {start} in {workdir}")
+    runlog.say(f"metajax: resumed from step {start} in {workdir}")
   kept = finished_results(workdir, config) if start >= config.train.steps else None
   if kept is not None:  # nothing to train or evaluate: no new metrics, events or meta-test
     mngr.close()
