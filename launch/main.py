@@ -44,7 +44,8 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # library INFO chatter (Orbax) off; ours stays on
     logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("metajax").setLevel(std_logging.INFO)
+    std_logging.getLogger("metajax").setLevel(
+        std_logging.WARNING if _QUIET.value else std_logging.INFO)
   from metajax import runlog
   runlog.set_quiet(_QUIET.value)
   if _DISTRIBUTED.value:
