@@ -173,7 +173,7 @@ def plan(prep, cfg, fams, store=None, run_id: str = "", state_path: str | None =
     for k in ("portfolio", "reused", "neighbours", "lr_prior"):
       setattr(p, k, saved[k])
     p.neighbours = [tuple(x) for x in p.neighbours]
-    notes.insert(0, "resumed with the first run's warm start: " + saved["message"])
+    notes.insert(0, "resumed, as first planned: " + saved["message"])
   else:
     cap = max(1, int(s.warm_frac * p.first_rung)) if s.warm_frac > 0 else 0
     spec = load_prior(prior if prior is not None else s.prior or None)
