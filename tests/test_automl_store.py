@@ -278,3 +278,22 @@ def test_resumed_search_replays_its_warm_start(tmp_path):
   assert ex.skipped == len(first) and "resumed" in ex.warm.message
   assert [(t.family, t.hp) for t in first.values()] == [
       (ex.trials[i].family, ex.trials[i].hp) for i in first]
+
+
+def test_meta_features_fingerprint_and_distance():
+  from metajax.automl import metafeatures as mf
+  X, y = _unlike()
+  assert mf.fingerprint(X, y) == mf.fingerprint(X.copy(), list(y))  # content, not identity
+  X2 = X.copy()
+  X2[0, 0] = "z"
+  assert mf.fingerprint(X2, y) != mf.fingerprint(X, y)
+  assert mf.fingerprint(["a text", "b"], [0, 1]) != mf.fingerprint(["a text", "c"], [0, 1])
+  c = config_lib.default_config()
+  c.data.name = "wine"
+  m = mf.describe(engine.load_data(c)[0])
+  assert set(m) == set(mf.KEYS) and all(0 <= m[k] <= 1 for k in mf.LANDMARKS)
+  assert mf.distance(m, m) == 0.0
+  assert mf.distance(m, dict(m, is_table=0.0, is_image=1.0)) == math.inf  # another modality
+  # fixed scales: one decade more rows moves the distance by the same amount whatever is stored
+  far = dict(m, log_rows=m["log_rows"] + 1, n_rows=m["n_rows"] * 10)
+  assert mf.distance(m, far) == pytest.approx(math.sqrt(1 / len(mf.SCALES)))

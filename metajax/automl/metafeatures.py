@@ -32,24 +32,30 @@ def fingerprint(X, y) -> str:
   """A 12-hex-digit content hash of (X, y): arrays of numbers, object arrays or lists of texts."""
   h = hashlib.sha1()
   for a in (X, y):
-    arr = np.asarray(a, dtype=object) if isinstance(a, (list, tuple)) else np.asarray(a)
-    h.update(f"{arr.dtype}{arr.shape}".encode())
-    if arr.dtype == object:
+    try:
+      arr = np.asarray(a)
+    except ValueError:  # ragged
+      arr = np.asarray(a, dtype=object)
+    if arr.dtype.kind in "OUS":  # strings (or mixed): by their text, whatever the container
+      h.update(f"str{arr.shape}".encode())
       h.update("\x1f".join(map(str, arr.ravel())).encode())
     else:
+      h.update(f"{arr.dtype}{arr.shape}".encode())
       h.update(np.ascontiguousarray(arr).tobytes())
   return h.hexdigest()[:12]
 
 
 def landmarks(x: np.ndarray, y: np.ndarray, rows: int = 600, features: int = 256
               ) -> dict[str, float]:
-  """Held-out accuracy of three cheap learners on a fixed subsample of (x [N, D], y [N])."""
+  """Held-out accuracy of three cheap learners on a fixed subsample of (x [N, D], y [N]):
+  at most `rows` rows and `features` columns, the first two thirds to fit, the rest to score."""
   from sklearn.naive_bayes import GaussianNB
   from sklearn.neighbors import KNeighborsClassifier
   from sklearn.tree import DecisionTreeClassifier
   rng = np.random.default_rng(0)
   idx = rng.permutation(len(y))[:rows]
-  x = np.nan_to_num(np.asarray(x, np.float64)[idx][:, :features])
+  cols = np.sort(rng.permutation(x.shape[1])[:features])  # spread over the image, not its top
+  x = np.nan_to_num(np.asarray(x, np.float64)[idx][:, cols])
   y = np.asarray(y)[idx]
   cut = max(1, (2 * len(y)) // 3)
   if cut >= len(y) or x.shape[1] == 0 or len(np.unique(y[:cut])) < 2:
