@@ -29,7 +29,7 @@ Curves = dict[str, Sequence[tuple[float, float]]]
 
 
 def _draw(ax, curves: Curves, xlabel: str, ylabel: str, logy: bool = False,
-          integer_x: bool = False, legend_below: bool = False) -> None:
+          integer_x: bool = False, legend_below: bool = False, legend: bool = True) -> None:
   from matplotlib.ticker import MaxNLocator
   for name, pts in curves.items():
     if pts:
@@ -42,9 +42,10 @@ def _draw(ax, curves: Curves, xlabel: str, ylabel: str, logy: bool = False,
   if integer_x:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(alpha=0.3)
-  if any(curves.values()):
+  if legend and any(curves.values()):
     if legend_below:  # never over the data
-      ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+      ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                ncol=min(3, len(curves)))
     else:
       ax.legend(fontsize=8)
 
@@ -77,16 +78,30 @@ def plot_curves(path: str, curves: Curves, xlabel: str = "step", ylabel: str = "
 
 def plot_panels(path: str, panels: Sequence[tuple[str, Curves]], xlabel: str = "step",
                 title: str = "", integer_x: bool = False) -> str:
-  """One panel per quantity, side by side: `panels` is [(ylabel, curves), ...]; returns the
-  file name. Panels without data are left out."""
+  """One panel per quantity, side by side, and one legend below them all: `panels` is
+  [(ylabel, curves), ...]; returns the file name. Panels without data are left out."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   panels = [(label, c) for label, c in panels if any(c.values())] or list(panels[:1])
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=110,
-                           squeeze=False)
+  names = list(dict.fromkeys(n for _, c in panels for n, pts in c.items() if pts))
+  legend_h = 0.22 * len(names) + 0.2
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0 + legend_h),
+                           dpi=110, squeeze=False)
+  colours = {n: f"C{i}" for i, n in enumerate(names)}  # a series keeps its colour in every panel
   for ax, (ylabel, curves) in zip(axes[0], panels):
-    _draw(ax, curves, xlabel, ylabel, integer_x=integer_x)
+    for name, pts in curves.items():
+      if pts:
+        x, y = zip(*pts)
+        ax.plot(x, y, label=name, color=colours[name], marker="." if len(pts) < 30 else None)
+    _draw(ax, {}, xlabel, ylabel, integer_x=integer_x, legend=False)
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  handles = [plt.Line2D([], [], color=colours[n], marker=".", label=n) for n in names]
+  fig.tight_layout(rect=(0, legend_h / (4.0 + legend_h), 1, 1))
+  if handles:
+    fig.legend(handles=handles, loc="lower center", fontsize=8, frameon=False)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return os.path.basename(path)

@@ -20,7 +20,7 @@ import jax
 
 from metajax.errors import ConfigError
 from metajax.registry import Registry
-from metajax.runlog import atomic_write
+from metajax.runlog import atomic_write, dumps_strict
 
 MODEL_FILE = "model.json"
 
@@ -32,12 +32,13 @@ LOADERS.register("automl", "metajax.automl.api:load_run")
 
 
 def write_card(workdir: str, kind: str, **fields: Any) -> None:
-  """Writes `model.json` ({'kind': kind, **fields}, JSON-serialisable) on process 0."""
+  """Writes `model.json` ({'kind': kind, **fields}, JSON-serialisable; NaN as null) on
+  process 0."""
   if kind not in LOADERS:
     raise KeyError(f"no loader for saved model kind {kind!r}; known: {LOADERS.names()}")
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, MODEL_FILE),
-                 json.dumps({"kind": kind, **fields}, indent=2, sort_keys=True))
+                 dumps_strict({"kind": kind, **fields}, indent=2, sort_keys=True))
 
 
 def read_card(workdir: str) -> dict[str, Any]:
