@@ -100,6 +100,8 @@ def test_sinusoid_run_loads_for_regression(tmp_path):
   c = fewshot_config("configs/maml_sinusoid.py", "metasgd,tiny")
   c.data.name, c.eval.datasets = "sinusoid", ("sinusoid",)
   experiments.run(c, str(tmp_path / "run"))
+  report = (tmp_path / "run" / "report.md").read_text()
+  assert "batch norm" not in report and "| mse |" in report  # an MLP has no batch norm
   trained = metajax.load_trained(str(tmp_path / "run"))
   assert trained.learner.config.learn_lr == "per_param"
   metrics = trained.evaluate("sinusoid", ways=1, shots=5, queries=10, episodes=4, batch=2)
