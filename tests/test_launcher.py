@@ -193,3 +193,16 @@ def test_unwritable_workdir_is_a_config_error(tmp_path, monkeypatch):
   monkeypatch.setattr(os, "access", lambda *a, **k: False)  # also meaningful when run as root
   with pytest.raises(ConfigError, match="is not writable"):
     runlog.check_workdir(str(tmp_path / "new" / "run"))
+
+
+def test_sourcing_env_sh_leaves_the_callers_shell_alone(tmp_path):
+  """`source launch/env.sh` (as the README says) sets no shell options and does not cd, so a
+  failing command afterwards (a metajax config error exits 2) does not close the terminal."""
+  script = (f"set +euo pipefail; cd {tmp_path}; source {ROOT}/launch/env.sh; "
+            "echo \"flags=$- pwd=$PWD\"; false; echo alive; command -v python")
+  r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+  flags_line = next(l for l in r.stdout.splitlines() if l.startswith("flags="))
+  shell_flags = flags_line.split()[0][len("flags="):]
+  assert "e" not in shell_flags and "u" not in shell_flags, r.stdout
+  assert f"pwd={tmp_path}" in flags_line and "alive" in r.stdout, r.stdout + r.stderr
+  assert r.stdout.strip().endswith(os.path.join(ROOT, ".venv", "bin", "python"))
