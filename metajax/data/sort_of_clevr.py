@@ -25,13 +25,17 @@ atomically; a cache that fails its checksum is rebuilt.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 
 import numpy as np
 
 from metajax.data.base import default_data_dir
 from metajax.errors import ConfigError
 from metajax.runlog import atomic_write, sha256_file
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 IMAGE_SIZE = 75
@@ -209,6 +213,9 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
           return _unflatten(dict(z))
     except (OSError, ValueError, json.JSONDecodeError):
       pass  # corrupt: rebuilt below
+  log.info("sort_of_clevr: generating %d train, %d val and %d test scenes into %s (once)",
+           num_train, num_val, num_test, path)
+  t0 = time.time()
   splits = {"train": generate(num_train, seed * 2 + 1, table_rows),
             "test": generate(num_test, seed * 2 + 2, table_rows)}
   if num_val:
@@ -218,6 +225,7 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
   np.savez(buf, **{f"{s}/{k}": v for s, d in splits.items() for k, v in d.items()})
   atomic_write(path, buf.getvalue())
   atomic_write(meta, json.dumps({"sha256": sha256_file(path), "version": VERSION}))
+  log.info("sort_of_clevr: generated in %.1f s", time.time() - t0)
   return splits
 
 
