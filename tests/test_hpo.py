@@ -35,6 +35,16 @@ def setup():
   return c, fam, pools
 
 
+@pytest.fixture(scope="module")
+def tbptt(setup):
+  """A tbptt learner of the tiny config with its jitted meta-step and evaluation (shared, so
+  the tests compile them once)."""
+  c, fam, _ = setup
+  lrn = meta.MetaLearner(fam, spec.inner_spec(c), spec.meta_spec(c, "tbptt"),
+                         optim.make_optimizer(dict(name="adam", learning_rate=0.1)))
+  return lrn, jax.jit(lrn.meta_step), jax.jit(lrn.evaluate)
+
+
 def distribution(setup, seed=0):
   _, fam, pools = setup
   return tasks_lib.TaskDistribution(fam, pools, tasks_lib.TaskShape(), seed)
@@ -71,7 +81,7 @@ def test_split_by_dataset_is_enforced():
     spec.check(c)
 
 
-def test_same_seed_same_tasks_and_meta_step(setup):
+def test_same_seed_same_tasks_and_meta_step(setup, tbptt):
   a, b, other = distribution(setup, 3), distribution(setup, 3), distribution(setup, 4)
   ta, wa, na = a.batch(5, 4, 3)
   tb, wb, nb = b.batch(5, 4, 3)
@@ -80,10 +90,8 @@ def test_same_seed_same_tasks_and_meta_step(setup):
   assert na == nb and (wa == wb).all()
   assert any(not np.array_equal(x, y) for x, y in zip(ta, other.batch(5, 4, 3)[0]))
 
-  c, fam, _ = setup
-  inner = spec.inner_spec(c)
-  lrn = meta.MetaLearner(fam, inner, spec.meta_spec(c, "tbptt"), optim.make_optimizer(c.optimizer))
-  step, results = jax.jit(lrn.meta_step), []
+  lrn, step, _ = tbptt
+  results = []
   for _ in range(2):  # fresh state, same seed and batch: bitwise the same step
     batch = (tasks_lib.Tasks(*(x[:2] for x in ta)), wa[:2])
     state, m = step(lrn.init(jax.random.key(0)), batch, jax.random.key(1))
@@ -146,20 +154,17 @@ def test_pes_is_unbiased_on_a_quadratic():
   assert abs(tbptt - true) > 0.2 * abs(true), (tbptt, true)  # short-horizon bias
 
 
-def test_meta_training_lowers_meta_validation_loss(setup):
-  c, fam, _ = setup
-  inner = dataclasses.replace(spec.inner_spec(c), default_lr=3e-4)  # too low for 12 steps
-  m = spec.meta_spec(c, "tbptt")
-  lrn = meta.MetaLearner(fam, inner, m, optim.make_optimizer(dict(name="adam", learning_rate=0.1)))
-  dist = distribution(setup)
+def test_meta_training_lowers_meta_validation_loss(setup, tbptt):
+  lrn, step, evaluate = tbptt
+  m, dist = lrn.meta, distribution(setup)
   val = dist.fixed(8)
-  evaluate, step = jax.jit(lrn.evaluate), jax.jit(lrn.meta_step)
-  state = lrn.init(jax.random.key(0))
-  before = float(evaluate(state.hparams, val, jax.random.key(9))["val_loss"])
-  windows = inner.steps // m.unroll
+  state = lrn.init(jax.random.key(0))  # from a rate too low for a 12-step run
+  state = state.replace(hparams=init_hparams(len(lrn.problem.names), lrn.inner, np.log(3e-4)))
+  before = float(evaluate(state.hparams, val, jax.random.key(9))["objective"])
+  windows = lrn.inner.steps // m.unroll
   for s in range(30):
     state, metrics = step(state, dist.batch(s, m.tasks, windows)[:2], jax.random.key(s))
-  after = float(evaluate(state.hparams, val, jax.random.key(9))["val_loss"])
+  after = float(evaluate(state.hparams, val, jax.random.key(9))["objective"])
   assert np.isfinite(float(metrics["meta_loss"]))
   assert after < before - 0.1, (before, after)
   assert float(state.hparams["log_lr"].mean()) > np.log(3e-4) + 0.5  # it raised the rates

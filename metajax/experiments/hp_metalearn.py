@@ -8,6 +8,7 @@ transfer to the meta-test datasets -> results.json and report.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -20,6 +21,7 @@ from metajax.data.tabular import DataError
 from metajax.errors import ConfigError
 from metajax.experiments import hp_metalearn_report
 from metajax.hpo import learned, meta, spec, tasks as tasks_lib, transfer
+from metajax.hpo.inner import Problem
 
 
 # ---------------------------------------------------------------- data
@@ -48,6 +50,31 @@ def task_shape(config) -> tasks_lib.TaskShape:
   t = config.tasks
   return tasks_lib.TaskShape(int(t.min_classes), float(t.min_row_frac),
                              float(t.min_feature_frac))
+
+
+# ---------------------------------------------------------------- programs
+
+# Cached by the hashable static specs, so a second run in one process (a notebook, the
+# tests, a resumed run) reuses the compiled programs.
+@functools.lru_cache(maxsize=32)
+def programs(fam: spec.FamilySpec, inner: spec.InnerSpec, mspec: spec.MetaSpec, optimizer: tuple,
+             steps: int, mesh):
+  """(learner, state sharding, jitted meta_step) of one family and estimator."""
+  lrn = meta.MetaLearner(fam, inner, mspec, optim.make_optimizer(dict(optimizer), steps))
+  sh = meta.shardings(jax.eval_shape(lrn.init, jax.random.key(0)), mesh)
+  shard, repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  step = jax.jit(lrn.meta_step, in_shardings=(sh, shard, repl), out_shardings=(sh, repl),
+                 donate_argnums=0)
+  return lrn, sh, step
+
+
+@functools.lru_cache(maxsize=16)
+def evaluator(fam: spec.FamilySpec, inner: spec.InnerSpec, windows: int, mesh):
+  """Jitted meta-validation (`meta.evaluate`) of one family, tasks split over the mesh."""
+  repl = parallel.replicated(mesh)
+  fn = functools.partial(meta.evaluate, Problem(fam, inner), windows)
+  return jax.jit(fn, in_shardings=(repl, parallel.batch_sharding(mesh), repl),
+                 out_shardings=repl)
 
 
 # ---------------------------------------------------------------- main
@@ -80,13 +107,19 @@ def run(config, workdir: str) -> dict:
   for n in notes:
     print(f"metajax: {n}")
 
-  # Learners: one per (estimator, family); models checked against the task shapes.
-  meta_tx = optim.make_optimizer(config.optimizer, config.train.steps)
-  learners = {}
+  # Learners and their jitted programs, one per (estimator, family); the task axis is split
+  # over the mesh's `data` axis. Models are checked against the task shapes here.
+  mesh = parallel.make_mesh()
+  opt = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                     for k, v in config.optimizer.to_dict().items()))
+  learners, steps_fn, eval_fn, shards = {}, {}, {}, {}
   for est in estimators:
     for name, fam in fams.items():
+      key = f"{est}/{name}"
       try:
-        learners[est, name] = meta.MetaLearner(fam, inner, spec.meta_spec(config, est), meta_tx)
+        learners[est, name], shards[key], steps_fn[key] = programs(
+            fam, inner, spec.meta_spec(config, est), opt, config.train.steps, mesh)
+        eval_fn[name] = evaluator(fam, inner, windows, mesh)  # shared by the estimators
       except ConfigError:
         raise
       except Exception as e:
@@ -96,21 +129,9 @@ def run(config, workdir: str) -> dict:
 
   # Workdir: a new run, or the same config resumed.
   runlog.prepare_workdir(workdir, config)
-
-  # Mesh and shardings: the task axis split over `data`.
-  mesh = parallel.make_mesh()
-  shard, repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   k_init, k_train, k_val = jax.random.split(jax.random.key(config.seed), 3)
-  state, steps_fn, eval_fn = {}, {}, {}
-  for i, ((est, name), lrn) in enumerate(learners.items()):
-    key = f"{est}/{name}"
-    init = lrn.init(jax.random.fold_in(k_init, i))
-    sh = meta.shardings(init, mesh)
-    state[key] = jax.device_put(init, sh)
-    steps_fn[key] = jax.jit(lrn.meta_step, in_shardings=(sh, shard, repl),
-                            out_shardings=(sh, repl), donate_argnums=0)
-    if name not in eval_fn:  # one program per family: every estimator's rates run the same
-      eval_fn[name] = jax.jit(lrn.evaluate, in_shardings=(repl, shard, repl), out_shardings=repl)
+  state = {key: jax.device_put(learners[key.split("/")[0], key.split("/")[1]].init(
+               jax.random.fold_in(k_init, i)), shards[key]) for i, key in enumerate(steps_fn)}
 
   # State: fresh, or the latest checkpoint.
   mngr = checkpoint.manager(workdir)

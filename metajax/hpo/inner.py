@@ -155,11 +155,19 @@ class Problem:
   def val(self, state: State, task: Tasks) -> tuple[jax.Array, jax.Array]:
     return self.metrics(state.params, task.x_val, task.y_val, task.n_val, task.n_classes)
 
-  def run(self, hp, task: Tasks, key) -> tuple[State, jax.Array, jax.Array]:
-    """A whole inner run from a fresh init: (state, val loss, val accuracy)."""
+  def run(self, hp, task: Tasks, key, windows: int = 1
+          ) -> tuple[State, jax.Array, jax.Array, jax.Array]:
+    """A whole inner run from a fresh init, in `windows` equal windows: (state, final val
+    loss, final val accuracy, mean val loss at the window ends = the meta-objective)."""
     k_init, k_data = jax.random.split(key)
-    state = self.unroll(hp, self.init(k_init), task, k_data, self.spec.steps)
-    return (state, *self.val(state, task))
+    steps = self.spec.steps // windows
+
+    def window(state, w):
+      state = self.unroll(hp, state, task, jax.random.fold_in(k_data, w), steps)
+      return state, self.val(state, task)[0]
+
+    state, ends = jax.lax.scan(window, self.init(k_init), jnp.arange(windows))
+    return (state, *self.val(state, task), ends.mean())
 
 
 def all_finite(tree) -> jax.Array:

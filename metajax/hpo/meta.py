@@ -154,10 +154,16 @@ class MetaLearner:
 
   # ---- meta-validation: whole inner runs from scratch with the current hyperparameters
   def evaluate(self, hp, tasks: Tasks, key) -> dict[str, jax.Array]:
-    """Mean validation loss / accuracy after a full inner run on each task of `tasks`."""
-    keys = jax.random.split(key, tasks.n_train.shape[0])
-    _, loss, acc = jax.vmap(self.problem.run, (None, 0, 0))(hp, tasks, keys)
-    return {"val_loss": loss.mean(), "val_accuracy": acc.mean()}
+    return evaluate(self.problem, self.inner.steps // self.meta.unroll, hp, tasks, key)
+
+
+def evaluate(problem: Problem, windows: int, hp, tasks: Tasks, key) -> dict[str, jax.Array]:
+  """Full inner runs from scratch on each task of `tasks` [M, ...]: the meta-objective
+  (validation loss at the ends of `windows` windows, averaged, uncapped) and the final
+  validation loss / accuracy, means over tasks."""
+  keys = jax.random.split(key, tasks.n_train.shape[0])
+  _, loss, acc, objective = jax.vmap(problem.run, (None, 0, 0, None))(hp, tasks, keys, windows)
+  return {"objective": objective.mean(), "val_loss": loss.mean(), "val_accuracy": acc.mean()}
 
 
 def shardings(state: MetaState, mesh) -> MetaState:

@@ -14,6 +14,8 @@ over seeds.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,9 +53,8 @@ def evaluate_dataset(family: FamilySpec, inner: InnerSpec, pool: Pool, learned: 
   'summary': {method: {'test_accuracy': (mean, ci95), ...}}}."""
   num_outputs = max(family.max_classes, pool.num_classes)
   shape = pool.x.shape[1:] if family.kind == "flat" else family.input_shape
-  problem = Problem(family, inner, num_outputs, shape)
+  problem, program = _program(family, inner, num_outputs, tuple(shape))
   runs: dict[str, dict[str, list]] = {}
-  program = None
   for s in range(seeds):
     tr, va, te = split_rows(pool, seed + s)
     (xtr, ytr), (xva, yva), (xte, yte) = (_task(pool, r, family) for r in (tr, va, te))
@@ -61,18 +62,24 @@ def evaluate_dataset(family: FamilySpec, inner: InnerSpec, pool: Pool, learned: 
     task = Tasks(xtr, ytr, np.int32(len(ytr)), xva, yva, np.int32(len(yva)), n_cls)
     names, hps = candidates(len(problem.names), inner, learned, random_runs, log_lr_range,
                             seed + s)
-
-    def one(hp, task, xte, yte, key):
-      state, vl, va_ = problem.run(hp, task, key)
-      tl, ta = problem.metrics(state.params, xte, yte, yte.shape[0], task.n_classes)
-      return {"val_loss": vl, "val_accuracy": va_, "test_loss": tl, "test_accuracy": ta}
-
-    program = program or jax.jit(jax.vmap(one, (0, None, None, None, None)))
     out = jax.device_get(program(hps, task, xte, yte, jax.random.key(seed + s)))
     for i, name in enumerate(names):
       for k, v in out.items():
         runs.setdefault(name, {}).setdefault(k, []).append(float(v[i]))
   return {"runs": runs, "summary": summarise(runs, random_runs)}
+
+
+@functools.lru_cache(maxsize=32)
+def _program(family: FamilySpec, inner: InnerSpec, num_outputs: int, shape: tuple):
+  """(Problem, jitted run of every candidate [C] on one split), cached by the static specs."""
+  problem = Problem(family, inner, num_outputs, shape)
+
+  def one(hp, task, xte, yte, key):
+    state, vl, va, _ = problem.run(hp, task, key)
+    tl, ta = problem.metrics(state.params, xte, yte, yte.shape[0], task.n_classes)
+    return {"val_loss": vl, "val_accuracy": va, "test_loss": tl, "test_accuracy": ta}
+
+  return problem, jax.jit(jax.vmap(one, (0, None, None, None, None)))
 
 
 def summarise(runs: dict, random_runs: int) -> dict:
