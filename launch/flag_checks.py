@@ -17,6 +17,7 @@ from absl import flags
 from metajax.errors import ConfigError
 
 CONFIG_PREFIX = "--config."
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
 def flag_value(argv: list[str], name: str) -> str | None:
@@ -79,6 +80,8 @@ def check_override(config, arg: str) -> None:
 
 def check_argv(argv: list[str]) -> None:
   """ConfigError for a missing/unknown config file or mode, or an unknown --config.KEY."""
+  if any(a.split("=")[0] in HELP_FLAGS for a in argv[1:]):
+    return  # absl prints the help
   arg = flag_value(argv, "config")
   if arg is None:
     raise ConfigError("--config", None, "every run needs an experiment config",
