@@ -69,6 +69,13 @@ def test_tasks_come_only_from_meta_train_datasets(setup):
   assert seen == set(fam.train_datasets) and not seen & set(fam.test_datasets)
 
 
+def test_absent_tfds_data_is_missing_not_downloaded(setup, tmp_path):
+  _, fam, _ = setup
+  with pytest.raises(tasks_lib.MissingData, match="no prepared tfds dataset"):
+    tasks_lib.load_pool("tfds:imdb_reviews", fam, data_dir=str(tmp_path))
+  assert not any(tmp_path.iterdir())
+
+
 def test_split_by_dataset_is_enforced():
   c = tiny_config()
   c.families.mlp.test_datasets = ("iris", "wine")  # wine is meta-train

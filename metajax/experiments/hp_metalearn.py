@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from metajax import checkpoint, optim, parallel, runlog
-from metajax.data.tabular import DataError
 from metajax.errors import ConfigError
 from metajax.experiments import hp_metalearn_report
 from metajax.hpo import learned, meta, spec, tasks as tasks_lib, transfer
@@ -27,22 +26,17 @@ from metajax.hpo.inner import Problem
 # ---------------------------------------------------------------- data
 
 def load_pools(config, family: spec.FamilySpec, names, notes: list[str]) -> list[tasks_lib.Pool]:
-  """The pools of `names` for `family`; a dataset whose optional package or tfds directory is
-  missing is skipped with a note when `data.skip_missing`, else its error is raised."""
+  """The pools of `names` for `family`; a dataset not on this machine (optional package or
+  prepared tfds directory missing) is skipped with a note when `data.skip_missing`."""
   d, pools = config.data, []
   for name in names:
     try:
       pools.append(tasks_lib.load_pool(name, family, d.data_dir, d.max_rows, d.max_classes,
                                        config.seed))
-    except DataError as e:
-      if not (d.skip_missing and "optional package" in e.why):
+    except tasks_lib.MissingData as e:
+      if not d.skip_missing:
         raise
-      notes.append(f"{family.name}: skipped {name} ({e.why}; {e.valid})")
-    except Exception as e:  # tfds: no prepared data in data_dir
-      if not (d.skip_missing and name.startswith("tfds:")):
-        raise
-      notes.append(f"{family.name}: skipped {name} ({type(e).__name__}: "
-                   f"{str(e).splitlines()[0][:160]})")
+      notes.append(f"{family.name}: skipped {name} ({e.value} {e.why}; {e.valid})")
   return pools
 
 

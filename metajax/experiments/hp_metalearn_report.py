@@ -65,7 +65,7 @@ def plot_meta_val(path: str, rows: list[dict], families: list[str], estimators,
     ax.set_xlabel("meta-step")
     ax.set_ylabel({"objective": "meta-objective (mean window-end val loss)",
                    "val_accuracy": "final validation accuracy"}.get(metric, metric))
-    ax.set_title(f"{fam}: full inner runs on held-out tasks")
+    ax.set_title(f"{fam}: full inner runs, fixed meta-validation tasks")
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()

@@ -18,7 +18,9 @@ is never seen while meta-training. Everything is a function of (seed, slot, epis
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -57,7 +59,14 @@ def load_pool(name: str, family: FamilySpec, data_dir: str = "", max_rows: int =
   """Dataset `name` preprocessed for `family`: at most `max_classes` classes (0: all, chosen
   by `seed`) and `max_rows` rows (0: all). DataError when the data cannot feed the family."""
   from metajax.automl import data as automl_data
-  ds = automl_data.load(name, data_dir)
+  if name.startswith("tfds:"):
+    _require_prepared_tfds(name.removeprefix("tfds:"), data_dir)
+  try:
+    ds = automl_data.load(name, data_dir)
+  except DataError as e:
+    if "optional package" not in e.why:
+      raise
+    raise MissingData(e.key, e.value, e.why, e.valid) from None
   X, y_raw = ds.X, np.asarray(ds.y).astype(str)
   if ds.test is not None:  # a predefined test split is more rows of the same pool
     X, y_raw = _concat(X, ds.test[0]), np.concatenate([y_raw, np.asarray(ds.test[1]).astype(str)])
@@ -74,6 +83,19 @@ def load_pool(name: str, family: FamilySpec, data_dir: str = "", max_rows: int =
   X = automl_data.take(X, keep)
   x = _features(ds.modality, X, family, name)
   return Pool(name, x, y.astype(np.int32))
+
+
+class MissingData(DataError):
+  """The dataset is not on this machine (an optional package or a prepared tfds directory)."""
+
+
+def _require_prepared_tfds(name: str, data_dir: str) -> None:
+  """MissingData unless `name` is prepared under the tfds data directory (tfds would
+  otherwise try to download it)."""
+  root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+  if not glob.glob(os.path.join(root, name, "**", "dataset_info.json"), recursive=True):
+    raise MissingData("data.data_dir", root, f"holds no prepared tfds dataset {name!r}",
+                      "a directory with tfds-prepared data (prepare elsewhere and copy it)")
 
 
 def _concat(a, b):
