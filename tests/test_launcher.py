@@ -79,7 +79,7 @@ def test_bad_config_fails_clearly_and_writes_nothing(tmp_path, flag, key, valid)
   assert not wd.exists(), "a failed start must not write to the workdir"
 
 
-def test_failed_start_leaves_an_existing_run_intact(tmp_path):
+def test_failed_start_leaves_a_run_intact_and_resume_keeps_or_extends_it(tmp_path):
   wd = tmp_path / "run"
   assert launch(wd, "--config.train.steps=2").returncode == 0
   before = {p: (wd / p).read_bytes() for p in ("config.json", "metrics.jsonl", "report.md")}
@@ -90,6 +90,21 @@ def test_failed_start_leaves_an_existing_run_intact(tmp_path):
   r = launch(wd, "--config.learner.name=nope")
   assert r.returncode == 2
   assert before == {p: (wd / p).read_bytes() for p in before}
+  # The same config again: nothing to train, and the meta-test is kept, not rerun.
+  events = sorted(os.listdir(wd / "tensorboard"))
+  results = (wd / "results.json").read_bytes()
+  r = launch(wd, "--config.train.steps=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "meta-test results kept" in r.stdout and "meta-test tiny_images" not in r.stdout
+  assert (wd / "results.json").read_bytes() == results  # eval_seconds too: not rerun
+  assert (wd / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
+  assert sorted(os.listdir(wd / "tensorboard")) == events, "no new TensorBoard file"
+  # More train.steps extend a finished run, and the meta-test then reruns.
+  r = launch(wd, "--config.train.steps=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from step 2" in r.stdout and "meta-test tiny_images" in r.stdout
+  assert strict_json(wd / "results.json")["steps"] == 4
+  assert [r["step"] for r in learning_rows(wd) if "train/loss" in r] == [2, 4]
 
 
 def test_workdir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
@@ -126,24 +141,6 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   strip = lambda res: {s: {k: v for k, v in m.items() if k != "eval_seconds"} for s, m in res.items()}
   assert strip(a["results"]) == strip(b["results"])
   assert learning_rows(ref) == learning_rows(killed)
-
-
-def test_resume_of_a_finished_run_keeps_its_meta_test_and_more_steps_extend_it(tmp_path):
-  wd = tmp_path / "run"
-  assert launch(wd, "--config.train.steps=2").returncode == 0
-  files = ("results.json", "metrics.jsonl")
-  before = {p: (wd / p).read_bytes() for p in files}
-  events = sorted(os.listdir(wd / "tensorboard"))
-  r = launch(wd, "--config.train.steps=2")  # nothing to train: the meta-test is not rerun
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "meta-test results kept" in r.stdout and "meta-test tiny_images" not in r.stdout
-  assert before == {p: (wd / p).read_bytes() for p in files}  # eval_seconds too: not rerun
-  assert sorted(os.listdir(wd / "tensorboard")) == events, "no new TensorBoard file"
-  r = launch(wd, "--config.train.steps=4")  # a finished run extended
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "resumed from step 2" in r.stdout and "meta-test tiny_images" in r.stdout
-  assert strict_json(wd / "results.json")["steps"] == 4
-  assert [r["step"] for r in learning_rows(wd) if "train/loss" in r] == [2, 4]
 
 
 # Every command-line mistake: (arguments, what the one metajax: line must name).
