@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import einops
 import jax
 import jax.numpy as jnp
 import optax
@@ -95,11 +96,10 @@ class MetaLearner:
   def init(self, key) -> MetaState:
     hp = init_hparams(len(self.problem.names), self.inner)
     m = self.meta
-    shape = (m.tasks,) if m.estimator == "tbptt" else (m.tasks, m.pes_pairs, 2)
-    keys = jax.random.split(key, m.tasks)
-    inner = jax.vmap(self.problem.init)(keys)
-    inner = jax.tree.map(lambda x: jnp.broadcast_to(x[(slice(None),) + (None,) * (len(shape) - 1)],
-                                                    shape + x.shape[1:]), inner)
+    inner = jax.vmap(self.problem.init)(jax.random.split(key, m.tasks))
+    if m.estimator == "pes":  # every particle of a task starts from the task's init
+      inner = jax.tree.map(lambda x: einops.repeat(x, "m ... -> m p s ...", p=m.pes_pairs, s=2),
+                           inner)
     xi = {} if m.estimator == "tbptt" else jax.tree.map(
         lambda x: jnp.zeros((m.tasks, m.pes_pairs) + x.shape, x.dtype), hp)
     return MetaState(jnp.zeros([], jnp.int32), hp, self.meta_tx.init(hp), inner, xi)
