@@ -51,7 +51,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       mlp=_family(common.model("mlp", hidden=(64, 64), init_scale=2.0),
                   ("breast_cancer", "wine", "adult", "digits"), ("iris", "titanic"),
                   features=64),
-      cnn=_family(common.model("cnn", features=(16, 32), hidden=64),
+      cnn=_family(common.model("cnn", features=(16, 32), hidden=64, conv_impl="auto"),
                   ("glyphs",), ("uci_digits", "mnist_5k"), image_size=28),
       gru=_family(common.model("gru", units=32),
                   ("fine_food",), ("tfds:imdb_reviews", "tfds:ag_news_subset"),

@@ -327,3 +327,17 @@ def test_meta_step_sharded_over_two_devices_matches_one_and_compiles_once():
   r = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True,
                      timeout=300, cwd=root)
   assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_cnn_im2col_matches_xla_values_and_hypergradient_path():
+  """The cnn family's CPU path (conv_impl='im2col', reshape pooling) has the parameter tree
+  and outputs of nn.Conv + nn.avg_pool."""
+  from metajax.models.cnn import CNN
+  x = jax.random.normal(jax.random.key(0), (3, 13, 13, 1))
+  a, b = CNN(5, (4, 6), 8), CNN(5, (4, 6), 8, conv_impl="im2col")
+  p, q = a.init(jax.random.key(1), x), b.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, p, q)
+  np.testing.assert_allclose(a.apply(p, x), b.apply(p, x), rtol=1e-5, atol=1e-5)
+  ga = jax.grad(lambda p: a.apply(p, x).sum())(p)
+  gb = jax.grad(lambda p: b.apply(p, x).sum())(p)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5), ga, gb)

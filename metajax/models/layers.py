@@ -15,7 +15,7 @@ same values and derivatives as `flax.linen.Conv` / `flax.linen.max_pool`
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -68,18 +68,19 @@ class Conv(nn.Module):
   """Drop-in for `nn.Conv(features, kernel_size, padding='SAME')` at stride 1.
 
   Same parameter names, shapes and initialisers ('kernel' [kh, kw, C, F],
-  lecun normal; 'bias' [F], zeros), so parameter trees are interchangeable.
+  `kernel_init`, default lecun normal; 'bias' [F], zeros), so parameter trees are interchangeable.
   x: [N, H, W, C] -> [N, H, W, F].
   """
   features: int
   kernel_size: Sequence[int] = (3, 3)
   impl: str = "im2col"
   use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
     y = conv2d(x, kernel, self.impl)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
