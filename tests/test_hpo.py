@@ -329,7 +329,7 @@ def test_meta_step_sharded_over_two_devices_matches_one_and_compiles_once():
   assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def test_cnn_im2col_matches_xla_values_and_hypergradient_path():
+def test_cnn_im2col_matches_xla_values_and_gradients():
   """The cnn family's CPU path (conv_impl='im2col', reshape pooling) has the parameter tree
   and outputs of nn.Conv + nn.avg_pool."""
   from metajax.models.cnn import CNN
