@@ -239,11 +239,15 @@ def test_learned_rates_file_round_trips(tmp_path):
     ("meta.estimators", ("tbptt", "reinforce"), "'tbptt', 'pes'"),
     ("inner.optimizer", "lion", "'adam', 'sgd'"),
     ("meta.unroll", 5, "a divisor of 12"),
+    ("families.mlp.train_datasets", ("wine", "winee"), "breast_cancer"),
 ])
 def test_bad_config_is_a_config_error_before_anything_runs(tmp_path, key, value, valid):
   c = tiny_config()
-  section, _, field = key.rpartition(".")
-  (c[section] if section else c)[field] = value
+  *path, field = key.split(".")
+  node = c
+  for part in path:
+    node = node[part]
+  node[field] = value
   wd = tmp_path / "run"
   with pytest.raises(ConfigError) as e:
     experiments.run(c, str(wd))

@@ -163,6 +163,12 @@ def _check_family(config, name: str) -> None:
     raise ConfigError(f"{key}.max_classes", fc.max_classes, "below tasks.min_classes",
                       f">= {config.tasks.min_classes}")
   train, test = _tuple(fc.train_datasets), _tuple(fc.test_datasets)
+  from metajax import data
+  for which, names in (("train_datasets", train), ("test_datasets", test)):
+    for n in names:
+      if not n.startswith("tfds:") and n not in data.DATASETS:
+        raise ConfigError(f"{key}.{which}", n, "no dataset of that name",
+                          ", ".join(data.DATASETS.names()) + ", tfds:NAME")
   if not train:
     raise ConfigError(f"{key}.train_datasets", train, "meta-training needs a dataset",
                       "one or more dataset names")
