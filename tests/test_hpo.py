@@ -287,7 +287,8 @@ def test_gru_family_on_text_tasks():
   assert lrn.problem.names == ("Dense_0", "b", "emb", "wh", "wx")
   state, m = jax.jit(lrn.meta_step)(lrn.init(jax.random.key(0)), dist.batch(0, 2, 3)[:2],
                                     jax.random.key(1))
-  assert np.isfinite(float(m["meta_loss"])) and np.isfinite(np.asarray(state.hparams["log_lr"])).all()
+  assert np.isfinite(float(m["meta_loss"]))
+  assert np.isfinite(np.asarray(state.hparams["log_lr"])).all()
 
 
 SHARDED = """
@@ -306,7 +307,8 @@ batch = dist.batch(0, 4, 3)[:2]
 single = jax.jit(lrn.meta_step)(lrn.init(jax.random.key(0)), batch, jax.random.key(1))
 mesh = parallel.make_mesh()
 init = lrn.init(jax.random.key(0))
-sh, shard, repl = meta.shardings(init, mesh), parallel.batch_sharding(mesh), parallel.replicated(mesh)
+sh, shard = meta.shardings(init, mesh), parallel.batch_sharding(mesh)
+repl = parallel.replicated(mesh)
 traces = []
 def step_fn(s, b, k):
   traces.append(1)
@@ -314,7 +316,8 @@ def step_fn(s, b, k):
 step = jax.jit(step_fn, in_shardings=(sh, shard, repl), out_shardings=(sh, repl), donate_argnums=0)
 state, m = step(jax.device_put(init, sh), parallel.shard_batch(batch, mesh), jax.random.key(1))
 assert state.inner.params["Dense_0"]["kernel"].sharding.spec[0] == "data"
-jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), single, (state, m))
+close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+jax.tree.map(close, single, (state, m))
 for i in range(1, 3):
   state, m = step(state, parallel.shard_batch(dist.batch(i, 4, 3)[:2], mesh), jax.random.key(i))
 assert len(traces) == 1, traces

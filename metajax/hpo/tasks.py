@@ -177,9 +177,10 @@ def sample_task(rng: np.random.Generator, pool: Pool, family: FamilySpec,
     x = lambda idx: _pad_cols(pool.x[idx][:, cols], family.input_shape[0])
   else:
     x = lambda idx: pool.x[idx]
-  return Tasks(_pad_rows(x(tr), family.train_rows), _pad_rows(relabel[pool.y[tr]], family.train_rows),
-               np.int32(len(tr)), _pad_rows(x(va), family.val_rows),
-               _pad_rows(relabel[pool.y[va]], family.val_rows), np.int32(len(va)), np.int32(k))
+  n, v = family.train_rows, family.val_rows
+  return Tasks(_pad_rows(x(tr), n), _pad_rows(relabel[pool.y[tr]], n), np.int32(len(tr)),
+               _pad_rows(x(va), v), _pad_rows(relabel[pool.y[va]], v), np.int32(len(va)),
+               np.int32(k))
 
 
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
