@@ -224,7 +224,7 @@ def test_build_variants_and_unknown_option():
   c.learner.inner_steps = -1
   with pytest.raises(ConfigError, match="learner.inner_steps"):
     build(c, "regression")
-  with pytest.raises(ValueError, match="pick one"):
+  with pytest.raises(ConfigError, match="names 2 algorithms.*at most one of"):
     fewshot_config("configs/maml_glyphs.py", "lslr,metasgd")
 
 
