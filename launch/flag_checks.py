@@ -105,6 +105,7 @@ def as_config_error(error: flags.Error, argv: list[str]) -> ConfigError:
   prefix = "flag --config."
   if msg.startswith(prefix) and ": " in msg:  # "flag --config.K=V: why"
     flag, why = msg[len(prefix):].split(": ", 1)
+    why = why.rstrip(".")
     key, _, value = flag.partition("=")
     return ConfigError(key, value, why, "a value of the key's type, as in the config file")
   if msg.startswith("flag --workdir=None"):

@@ -64,8 +64,8 @@ def check_config(config) -> None:
   require_positive(config, "eval.val_every", "eval.val_episodes", allow_zero=True)
   for key in ("ways", "shots"):
     values = tuple(config.eval[key])
-    if not values or any(v <= 0 for v in values):
-      raise ConfigError(f"eval.{key}", values, "needs positive sizes", "e.g. (5, 20)")
+    if not values or any(not isinstance(v, int) or v <= 0 for v in values):
+      raise ConfigError(f"eval.{key}", values, "needs positive whole sizes", "e.g. (5, 20)")
   t = config.train
   if t.checkpoint_every % t.log_every:
     raise ConfigError("train.checkpoint_every", t.checkpoint_every,
