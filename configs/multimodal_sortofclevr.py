@@ -1,7 +1,7 @@
 """Multimodal transformer (early fusion of image, text and table tokens) on Sort-of-CLEVR.
 
-Run (about 2 hours for the 40,000 steps on a 2-core CPU, then about 20 min for the
-baselines, test tables and few-shot):
+Run (about 1 hour for the 40,000 steps on an idle 2-core CPU, about 2 on a loaded one, then
+about 20 min for the baselines, test tables and few-shot):
   python -m launch.main --config=configs/multimodal_sortofclevr.py --workdir=/tmp/mm_soc
 Tiny smoke run (seconds):
   python -m launch.main --config=configs/multimodal_sortofclevr.py:tiny --workdir=/tmp/mm_tiny
