@@ -62,6 +62,22 @@ def dumps_strict(x: Any, **kw) -> str:
   return json.dumps(strict(x), allow_nan=False, **kw)
 
 
+def finished_results(workdir: str, config, name: str = "results.json") -> dict | None:
+  """The summary in `workdir`/`name` when it was written by a finished run of this config
+  (its `steps` is `train.steps` and its `eval` is `config.eval`), else None: a resumed run
+  then evaluates again. A file that cannot be read counts as absent."""
+  path = os.path.join(workdir, name)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  same_eval = summary.get("eval") == json.loads(dumps_strict(config.eval.to_dict()))
+  return summary if same_eval and summary.get("steps") == config.train.steps else None
+
+
 def atomic_write(path: str, data: str | bytes) -> None:
   """Writes `data` to `path` through a temp file and rename: never a half-written file."""
   directory = os.path.dirname(os.path.abspath(path))

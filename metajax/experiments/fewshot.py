@@ -156,21 +156,6 @@ def check_model(config, learner, tasks) -> None:
 RESULTS_FILE = "results.json"
 
 
-def finished_results(workdir: str, config) -> dict | None:
-  """The summary in `workdir`'s results.json when it holds the meta-test of this config at
-  this many steps (a finished run resumed), else None: then the meta-test runs."""
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.isfile(path):
-    return None
-  try:
-    with open(path) as f:
-      summary = json.load(f)
-  except (OSError, ValueError):
-    return None
-  same_eval = summary.get("eval") == json.loads(runlog.dumps_strict(config.eval.to_dict()))
-  return summary if same_eval and summary.get("steps") == config.train.steps else None
-
-
 def meta_test(config, settings, datasets, eval_step, state, shard, on_device, key):
   """Every eval setting from the same key schedule (a resumed run reports the same), with a
   progress bar over all batches and one line per setting: (results, adaptation curves)."""
@@ -239,7 +224,7 @@ def run(config, workdir: str) -> dict:
   start = int(restored or 0)
   if restored is not None:
     runlog.say(f"metajax: resumed from step {start} in {workdir}")
-  kept = finished_results(workdir, config) if start >= config.train.steps else None
+  kept = runlog.finished_results(workdir, config, RESULTS_FILE) if start >= config.train.steps else None
   if kept is not None:  # nothing to train or evaluate: no new metrics, events or meta-test
     mngr.close()
     runlog.say(f"metajax: {workdir} finished at step {start}; meta-test results kept from "

@@ -273,6 +273,14 @@ def run(config, workdir: str) -> dict[str, Any]:
   state, predict = train(config, workdir, data, model, config.train.steps, mesh,
                          f"{fusion} fusion", stop_at=config.train.stop_at)
   trained = int(state.step)
+  kept = runlog.finished_results(workdir, config)  # this run, finished and evaluated
+  if kept is not None:
+    runlog.say(f"metajax: {workdir} finished at step {trained}; test, baseline and few-shot "
+               "results kept from results.json (more train.steps or other eval.* settings "
+               "rerun them)")
+    return {"report": os.path.join(workdir, "report.md"), "accuracy": kept["accuracy"],
+            "late_fusion": kept["late_fusion"], "ablations": kept["ablations"],
+            "fewshot": kept["fewshot"], "params": kept["params"]}
   write_card(config, workdir, model, trained, workdir)
   test, bs, e = data["test"], config.eval.batch_size, config.eval
   runlog.say(f"test split: accuracy with {len(SUBSETS)} subsets of the modalities ...")

@@ -147,7 +147,8 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
     runlog.atomic_write(path, "\n".join(lines) + "\n")
     results = {"accuracy": accuracy, "late_fusion": late and late["accuracy"],
                "ablations": ablations, "fewshot": fs, "params": int(n_params),
-               "train_seconds": secs, "target_step": reach}
+               "train_seconds": secs, "target_step": reach, "steps": config.train.steps,
+               "eval": config.eval.to_dict()}
     runlog.atomic_write(os.path.join(workdir, "results.json"),
                         runlog.dumps_strict(results, indent=2))
   return path
