@@ -29,6 +29,7 @@ LOADERS = Registry("saved model kind")
 LOADERS.register("fewshot", "metajax.meta.saved:load")
 LOADERS.register("multimodal", "metajax.multimodal.saved:load")
 LOADERS.register("automl", "metajax.automl.api:load_run")
+LOADERS.register("compressed", "metajax.compress.saved:load")
 
 
 def write_card(workdir: str, kind: str, **fields: Any) -> None:

@@ -13,6 +13,7 @@ EXPERIMENTS.register("fewshot", "metajax.experiments.fewshot:run")
 EXPERIMENTS.register("automl", "metajax.experiments.automl:run")
 EXPERIMENTS.register("multimodal", "metajax.experiments.sort_of_clevr:run")
 EXPERIMENTS.register("hp_metalearn", "metajax.experiments.hp_metalearn:run")
+EXPERIMENTS.register("distill", "metajax.experiments.compress_distill:run")
 
 
 def run(config, workdir: str):

@@ -92,10 +92,11 @@ def run(config, workdir: str) -> dict:
     best = max((h["score"] for t in ex.trials.values() for h in t.history
                 if math.isfinite(h["score"])), default=-math.inf)
     writer.write(ex.rungs, {"best_val_score": best, "budget_units": ex.units,
-                            "elapsed_s": ex.now(), "trials": len(ex.trials)})
+                            "elapsed_s": ex.now(), "trials": len(ex.trials),
+                            "compile_s": ex.programs.compile_s,
+                            "compile_wait_s": ex.programs.wait_s})
     compiled_in_run(workdir, ex.programs)  # a killed run's compiles still count
-    runlog.say(f"rung {ex.rungs}: {len(ex.trials)} trials, {ex.units:g} budget units, best "
-               f"val {config.search.metric} {best:.4f}, {ex.now():.1f} s")
+    # the executor itself prints the rung's progress line (search.progress)
 
   s = config.search
   if os.path.exists(state_path):
@@ -133,7 +134,9 @@ def run(config, workdir: str) -> dict:
                 test=test, trials=len(ex.trials), budget_units=ex.units,
                 search_s=search_s, wall_s=time.perf_counter() - t0,
                 compiles=sum(compiled.values()), compiles_by=dict(compiled),
-                compiles_this_process=programs.compiles, warm_start=ex.warm.summary(),
+                compiles_this_process=programs.compiles, compile_s=programs.compile_s,
+                compile_wait_s=programs.wait_s, compile_cache_hits=programs.cache_hits,
+                first_result_s=ex.first_result_s, warm_start=ex.warm.summary(),
                 baselines={k: dict(test=v[1], val_score=None if v[0] is None else v[0].score,
                                    trials=len(base[k].trials)) for k, v in base_results.items()})
   runlog.atomic_write(os.path.join(workdir, "result.json"),

@@ -159,6 +159,16 @@ def _compiles(by_kind) -> str:
   return ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
 
 
+def _compile_line(ex) -> str:
+  """This process's compile seconds: in all, blocking the search, from the disk cache."""
+  p = ex.programs
+  first = ("" if ex.first_result_s is None
+           else f"; first trial result at {ex.first_result_s:.1f} s")
+  return (f"compiling took {p.compile_s:.1f} s in this process, of which the search waited "
+          f"{p.wait_s:.1f} s (the rest overlapped the tree trials); {p.cache_hits} of "
+          f"{p.compiles} programs came from the persistent compilation cache{first}")
+
+
 def _hp(hp: dict) -> str:
   return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(hp.items()))
 
@@ -168,6 +178,7 @@ def trial_rows(trials):
   for t in search.leaderboard(trials):
     rungs = "; ".join(f"{h['budget']:g}: {_fmt(h['score'])}" for h in t.history)
     rows.append([t.id, t.family, _hp(t.hp), rungs, _fmt(t.score), f"{t.cost_s:.2f}",
+                 f"{t.compile_s:.2f}",
                  f"{max((h['mem_mb'] for h in t.history), default=0):.2f}",
                  t.status + (f" ({t.note})" if t.note else "")])
   return rows
@@ -195,7 +206,7 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None)
       ("p", f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
             f"seed {cfg.seed}; {ex.mesh.size} device(s); {sum(compiled.values())} compiled "
             f"population programs ({_compiles(compiled)}); search {ex.elapsed:.1f} s "
-            "(including compiles)."),
+            f"(including compiles); {_compile_line(ex)}."),
       ("h2", "Dataset"),
       ("table", ["property", "value"],
        [["name", prep.name], ["modality", prep.modality], ["classes", len(prep.classes)],
@@ -242,7 +253,7 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None)
       ("img", plots["hyperparameters.png"]),
       ("h2", "Every trial"),
       ("table", ["id", "family", "hyperparameters", "budget: val score per rung", "final val",
-                 "train s", "peak MB", "status"], trial_rows(trials)),
+                 "train s", "compile s", "peak MB", "status"], trial_rows(trials)),
   ]
   md = _markdown(sections)
   atomic_write(os.path.join(workdir, "report.md"), md)
