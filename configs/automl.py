@@ -87,6 +87,17 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                min_samples_leaf=("int", 5, 40)),
   ))
 
+  # The final model (metajax/automl/selection.py): on small data the top configurations are
+  # re-scored out-of-fold over stratified holdouts of train+validation (each of the search's
+  # own split sizes), an ensemble is kept when it scores better, then a refit on train+validation.
+  c.selection = ml_collections.ConfigDict(dict(
+      top_k=5,               # candidates: the leaderboard's top configurations
+      small_rows=2000,       # fewer train+validation rows: out-of-fold scores over holdouts
+      ensemble=True,         # greedy ensemble selection (Caruana et al.), kept if it scores better
+      ensemble_rounds=25,    # greedy additions, with replacement
+      refit=True,            # retrain the chosen configuration(s) on train+validation
+  ))
+
   # Beside the search, at the same budget: random search, and the hand-set configuration a
   # practitioner would try first (of the first neural family searched), trained to max_budget.
   c.baselines = ml_collections.ConfigDict(dict(

@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import uuid
+import warnings
 from typing import Any
 
 import ml_collections
@@ -20,11 +21,11 @@ import numpy as np
 
 from metajax import data as data_registry, parallel
 from metajax.automl import config as config_lib, data as data_lib, engine, metafeatures
-from metajax.automl import population, search, warmstart
+from metajax.automl import population, schema, search, selection, warmstart
 from metajax.errors import ConfigError
 
 MODEL_FILE = "model.pkl"  # beside model.json in an experiment's workdir
-GROUPS = ("data", "search")  # AutoML(**kw) finds a flat key such as scheduler= in these
+GROUPS = ("data", "search", "selection")  # AutoML(**kw) finds a flat key such as scheduler= here
 
 
 class AutoML:
@@ -59,8 +60,7 @@ class AutoML:
       elif k in cfg and k not in GROUPS + ("experiment",):
         cfg[k] = v
       else:
-        valid = sorted(set(cfg[GROUPS[0]]) | set(cfg[GROUPS[1]]) | {"seed", "space",
-                                                                    "num_devices"})
+        valid = sorted(set().union(*(cfg[g] for g in GROUPS)) | {"seed", "space", "num_devices"})
         raise ConfigError(k, v, "not an AutoML option", ", ".join(valid))
     if isinstance(prior, str):
       cfg.search.prior = prior
@@ -72,6 +72,7 @@ class AutoML:
     self.warm_start_: dict[str, Any] | None = None
     self.leaderboard: list[dict[str, Any]] = []
     self.best_: dict[str, Any] | None = None
+    self.selection_: dict[str, Any] | None = None  # what the final selection did (after fit)
 
   def fit(self, X, y=None, modality: str | None = None, name: str = "user-data") -> "AutoML":
     """Searches on a dataset name (`fit('wine')`) or arrays: X [N, D] table (numbers,
@@ -86,6 +87,8 @@ class AutoML:
                                  "y with one label per row")
       modality = modality or ("text" if isinstance(X, list) and X and isinstance(X[0], str)
                               else "image" if np.ndim(X) >= 3 else "table")
+      if modality == "table":
+        schema.check_fit(X)  # empty tables, duplicate names: before any work
       ds = data_lib.Dataset(name, modality, X, np.asarray(y))
       cfg.data.name = name  # not a registry name: evaluate() then needs its data given
       key = f"{name}@{metafeatures.fingerprint(X, y)}"  # its key in the experience store
@@ -100,48 +103,61 @@ class AutoML:
                            f"api-{key}-s{cfg.seed}-{tag}", programs=programs, dataset=key,
                            prior=self.prior)
     self.warm_start_ = ex.warm.summary()
-    best, test = engine.evaluate_best(ex)
-    if best is None:
+    final = selection.finalize(ex)
+    if final is None:
       raise RuntimeError("every trial failed (non-finite losses); see .leaderboard")
-    self._ex = ex
-    self._take(ex, best, test)
+    self._ex, self._final = ex, final
+    self._take(ex, final)
+    for w in final.info["warnings"]:
+      warnings.warn(f"AutoML.fit: {w}", stacklevel=2)
     return self
 
-  def _take(self, ex: search.Executor, best, test) -> None:
-    """Keeps the search's selected trial `best` (with its test metrics) as this model."""
+  def _take(self, ex: search.Executor, final: selection.Final) -> None:
+    """Keeps the selected model of a finished search (`selection.finalize`)."""
+    best = final.trial
     self.prep, self._programs = ex.prep, ex.programs
     self.leaderboard = [dict(id=t.id, family=t.family, **t.hp, budget=t.budget,
                              val_score=t.score if math.isfinite(t.score) else None,
                              status=t.status, train_s=t.cost_s)
                         for t in search.leaderboard(ex.trials.values())]
-    self.best_ = dict(id=best.id, family=best.family, hparams=dict(best.hp), budget=best.budget,
-                      val_score=best.score, test=test)
-    self._model = dict(family=best.family, hp=dict(best.hp), state=ex.states[best.id],
-                       arch=ex.arch(best) if best.family in config_lib.NEURAL else None)
+    ens = len(final.members) > 1
+    self.best_ = dict(id=best.id, family="ensemble" if ens else best.family,
+                      hparams={} if ens else dict(best.hp), budget=best.budget,
+                      val_score=final.info["score"], test=final.test,
+                      members=[dict(id=m["id"], family=m["family"], weight=m["weight"])
+                               for m in final.members])
+    self.selection_ = {k: v for k, v in final.info.items()}
+    self._model = dict(members=final.members)
 
   @classmethod
-  def from_search(cls, config, ex: search.Executor, best, test) -> "AutoML":
+  def from_search(cls, config, ex: search.Executor, final: selection.Final) -> "AutoML":
     """The fitted model of a finished search (an experiment run's selection)."""
     obj = cls.__new__(cls)
     obj.config, obj.state_path, obj.store_path = config, None, None
-    obj._take(ex, best, test)
+    obj._take(ex, final)
     return obj
 
   # ---------------------------------------------------------------- prediction
-  def _features(self, X) -> np.ndarray:
-    view, p = search.VIEW[self._model["family"]], self.prep.prep
+  def _features(self, X, view: str):
+    p = self.prep.prep
     if isinstance(p, data_lib.TextPrep):
-      return p.ids(list(X)) if view == "ids" else p.bow(list(X))
-    x = p.transform(X)
+      return p.features(list(X), view)
+    x = p.transform(X, warn=True)
     return x.reshape(len(x), -1) if view == "flat" else x
 
   def predict_proba(self, X) -> np.ndarray:
-    """[N, C] class probabilities (columns in the order of `classes_`)."""
-    m = self._model
+    """[N, C] class probabilities (columns in the order of `classes_`); the weighted mean of
+    the members' for an ensemble. DataError if they are not finite (never a silent guess)."""
     if getattr(self, "_programs", None) is None:
       self._programs = population.Programs(parallel.make_mesh())
-    return search.predict_proba(self.prep, m["family"], m["hp"], m["state"], self._features(X),
-                                self._programs, m["arch"])
+    prob = selection.predict_members(self.prep, self._model["members"],
+                                     lambda view: self._features(X, view), self._programs)
+    bad = ~np.isfinite(prob).all(1)
+    if bad.any():
+      raise data_lib.DataError("X", f"rows {np.flatnonzero(bad)[:10].tolist()}",
+                               "the model gives non-finite probabilities for these rows",
+                               "finite inputs")
+    return prob
 
   def predict(self, X) -> np.ndarray:
     """[N] predicted labels (original label values)."""
@@ -176,7 +192,7 @@ class AutoML:
                              ((), (), ()), self.prep.notes, self.prep.prep, self.prep.meta)
     atomic_write(path, pickle.dumps(dict(config=self.config.to_dict(), prep=slim,
                                          model=self._model, leaderboard=self.leaderboard,
-                                         best=self.best_)))
+                                         best=self.best_, selection=self.selection_)))
     return path
 
   @classmethod
@@ -187,6 +203,9 @@ class AutoML:
     obj = cls.__new__(cls)
     obj.config = ml_collections.ConfigDict(d["config"])
     obj.prep, obj._model = d["prep"], d["model"]
+    if "members" not in obj._model:  # saved before ensembles: one member
+      obj._model = dict(members=[dict(obj._model, id=d["best"]["id"], weight=1.0)])
+    obj.selection_ = d.get("selection", {})
     obj.leaderboard, obj.best_ = d["leaderboard"], d["best"]
     obj.state_path = obj.store_path = obj._programs = None
     return obj

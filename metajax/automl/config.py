@@ -1,7 +1,8 @@
 """The AutoML config: its one definition (configs/automl.py), and validation before any work.
 
 Groups: `seed`, `data` (name, data_dir, max_rows, val_frac, test_frac, seq_len, vocab_size),
-`search` (scheduler and budgets), `space` (per-family hyperparameter specs), `baselines`,
+`search` (scheduler and budgets), `selection` (the final model), `space` (per-family
+hyperparameter specs), `baselines`,
 `num_devices`, `store_path`.
 """
 
@@ -84,6 +85,8 @@ def validate(c) -> None:
   if not (d.name.startswith("tfds:") or d.name in data_registry.DATASETS):
     from metajax.automl.data import names
     raise ConfigError("data.name", d.name, "unknown dataset", ", ".join(names()))
+  require_positive(c, "selection.top_k", "selection.ensemble_rounds")
+  require_positive(c, "selection.small_rows", allow_zero=True)
   if not 0 <= s.warm_frac <= 1:
     raise ConfigError("search.warm_frac", s.warm_frac, "a share of the first rung", "0 to 1")
   require_positive(c, "search.warm_neighbours", "search.warm_max_distance")

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from metajax import data as data_registry
+from metajax.automl import schema
 from metajax.data.base import ClassImages
 from metajax.data.tabular import DataError, Dataset, load_tfds
 
@@ -143,12 +145,29 @@ def test_rows(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 
   return take(ds.X, te), np.asarray(ds.y)[te]
 
 
-def _as_float(col: np.ndarray) -> tuple[np.ndarray, int]:
-  """Column -> float array (unparseable -> nan) and the count of non-missing junk."""
+MISSING = ("", "?", "NA", "nan", "NaN", "<NA>", "NaT", "None")
+
+
+def _is_missing(v) -> bool:
+  if v is None or (isinstance(v, float) and v != v):
+    return True
+  if isinstance(v, str):
+    return v.strip() in MISSING
+  return type(v).__name__ in ("NAType", "NaTType")
+
+
+def _as_float(col: np.ndarray) -> tuple[np.ndarray, int, int]:
+  """Column -> float64 (missing, unparseable and infinite values -> nan), the count of
+  non-missing junk and the count of infinite values."""
+  if col.dtype.kind in "biuf":
+    out = col.astype(np.float64)
+    inf = np.isinf(out)
+    out[inf] = np.nan
+    return out, 0, int(inf.sum())
   out = np.empty(len(col), np.float64)
   junk = 0
   for i, v in enumerate(col):
-    if v is None or (isinstance(v, str) and v.strip() in ("", "?", "NA", "nan", "NaN")):
+    if _is_missing(v):
       out[i] = np.nan
       continue
     try:
@@ -156,58 +175,67 @@ def _as_float(col: np.ndarray) -> tuple[np.ndarray, int]:
     except (TypeError, ValueError):
       out[i] = np.nan
       junk += 1
-  return out, junk
+  inf = np.isinf(out)
+  out[inf] = np.nan
+  return out, junk, int(inf.sum())
+
+
+def _columns(X) -> list[np.ndarray]:
+  """The columns of a table (a DataFrame keeps each column's own dtype)."""
+  if hasattr(X, "iloc"):
+    return [X.iloc[:, j].to_numpy() for j in range(X.shape[1])]
+  X = np.asarray(X)
+  if X.dtype.kind not in "biuf":
+    X = X.astype(object)
+  return list(X.reshape(len(X), -1).T)
 
 
 class TablePrep:
-  """Fits on training rows: column typing, imputation, one-hot encoding, scaling.
+  """Fits on training rows: the column schema, typing, imputation, one-hot encoding, scaling.
 
-  `transform(X) -> [N, F] float32`. Notes on every fix are in `notes`.
+  `transform(X) -> [N, F] float32`, after `schema.align` (names are the schema). Notes on
+  every fix are in `notes`. Infinite values are treated as missing (imputed with the training
+  median) at fit and at predict time; at predict time `transform(X, warn=True)` warns about
+  them and about non-numeric values in numeric columns.
   """
 
   def __init__(self, max_levels: int = 20):
     self.max_levels = max_levels
     self.notes: list[str] = []
 
-  def _matrix(self, X) -> np.ndarray:
-    if hasattr(X, "to_numpy"):
-      return X.to_numpy(dtype=object)
-    X = np.asarray(X, dtype=object)
-    return X.reshape(len(X), -1)
-
   def fit(self, X, columns=None) -> "TablePrep":
-    M = self._matrix(X)
-    cols = columns if columns is not None else getattr(X, "columns", None)
-    names = list(cols) if cols is not None else [f"x{j}" for j in range(M.shape[1])]
-    self.names = [str(c) for c in names]
+    self.names = schema.check_fit(X, columns)
+    self.named = schema.names_of(X) is not None or columns is not None
     self.kinds, self.stats = [], []
-    for j in range(M.shape[1]):
-      vals, junk = _as_float(M[:, j])
-      present = np.sum([v is not None and not (isinstance(v, float) and math.isnan(v))
-                        and not (isinstance(v, str) and v.strip() in ("", "?", "NA"))
-                        for v in M[:, j]])
+    for name, col in zip(self.names, _columns(X)):
+      vals, junk, inf = _as_float(col)
+      present = int(len(col) - sum(map(_is_missing, col))) if col.dtype == object else int(
+          (~np.isnan(vals)).sum() + inf)
       if present == 0:
         self.kinds.append("drop"); self.stats.append(None)
-        self.notes.append(f"column {self.names[j]!r} is all missing: dropped")
+        self.notes.append(f"column {name!r} is all missing: dropped")
       elif junk > present / 2:
-        levels, counts = np.unique(np.array([str(v) for v in M[:, j]]), return_counts=True)
+        levels, counts = np.unique(np.array([str(v) for v in col]), return_counts=True)
         top = levels[np.argsort(-counts, kind="stable")][: self.max_levels].tolist()
-        if len(M) > present:
-          self.notes.append(f"column {self.names[j]!r}: {len(M) - present} missing values "
+        if len(col) > present:
+          self.notes.append(f"column {name!r}: {len(col) - present} missing values "
                             "kept as their own category")
         self.kinds.append("cat"); self.stats.append(top)
       else:
         if junk:
-          self.notes.append(f"column {self.names[j]!r}: {junk} non-numeric values treated as missing")
-        if np.isnan(vals).any():
-          self.notes.append(f"column {self.names[j]!r}: {int(np.isnan(vals).sum())} missing values "
-                            "imputed with the training median")
-        med = float(np.nanmedian(vals)) if np.isfinite(vals).any() else 0.0
+          self.notes.append(f"column {name!r}: {junk} non-numeric values treated as missing")
+        if inf:
+          self.notes.append(f"column {name!r}: {inf} infinite values treated as missing")
+        gaps = int(np.isnan(vals).sum())
+        if gaps:
+          self.notes.append(f"column {name!r}: {gaps} missing values imputed with the "
+                            "training median")
+        med = float(np.nanmedian(vals)) if gaps < len(vals) else 0.0
         filled = np.where(np.isnan(vals), med, vals)
         sd = float(filled.std())
-        if sd == 0.0:
+        if not sd > 0.0:
           self.kinds.append("drop"); self.stats.append(None)
-          self.notes.append(f"column {self.names[j]!r} is constant: dropped")
+          self.notes.append(f"column {name!r} is constant: dropped")
           continue
         self.kinds.append("num"); self.stats.append((med, float(filled.mean()), sd))
     if "num" not in self.kinds and "cat" not in self.kinds:
@@ -215,20 +243,23 @@ class TablePrep:
                       "at least one informative column")
     return self
 
-  def transform(self, X) -> np.ndarray:
-    M = self._matrix(X)
-    if M.shape[1] != len(self.kinds):
-      raise DataError("data.X", f"{M.shape[1]} columns", "column count differs from fit",
-                      f"{len(self.kinds)} columns")
-    parts = []
-    for j, (kind, st) in enumerate(zip(self.kinds, self.stats)):
+  def transform(self, X, warn: bool = False) -> np.ndarray:
+    """[N, F] float32 features of table X (its columns checked against the schema first)."""
+    X = schema.align(X, self.names, getattr(self, "named", False))
+    parts, fixed = [], []
+    for name, col, kind, st in zip(self.names, _columns(X), self.kinds, self.stats):
       if kind == "num":
-        vals, _ = _as_float(M[:, j])
+        vals, junk, inf = _as_float(col)
+        if junk or inf:
+          fixed.append(f"{name!r} ({junk} non-numeric, {inf} infinite)")
         vals = np.where(np.isnan(vals), st[0], vals)
         parts.append(((vals - st[1]) / st[2])[:, None])
       elif kind == "cat":
-        s = np.array([str(v) for v in M[:, j]])
+        s = np.array([str(v) for v in col])
         parts.append(np.stack([s == lv for lv in st], 1).astype(np.float64))
+    if warn and fixed:
+      warnings.warn("AutoML.predict: values treated as missing (imputed with the training "
+                    "median) in columns " + ", ".join(fixed), stacklevel=3)
     return np.concatenate(parts, 1).astype(np.float32)
 
 
@@ -262,6 +293,10 @@ class TextPrep:
     from tokenizers import Tokenizer
     tok = Tokenizer.from_str(self.tokenizer_json)
     return np.array([e.ids for e in tok.encode_batch([str(t) for t in texts])], np.int32)
+
+  def features(self, texts: list[str], view: str):
+    """The model inputs of `view` ('ids' | 'flat') for raw texts."""
+    return self.ids(texts) if view == "ids" else self.bow(texts)
 
   def bow(self, texts: list[str]) -> np.ndarray:
     ids = self.ids(texts)
@@ -360,11 +395,12 @@ def meta_features(ds: Dataset, y: np.ndarray, flat: np.ndarray, k: int) -> dict[
   missing = 0.0
   cat = 0.0
   if ds.modality == "table":
-    M = TablePrep()._matrix(raw)
-    cells = [v is None or (isinstance(v, float) and math.isnan(v)) or
-             (isinstance(v, str) and v.strip() in ("", "?", "NA")) for v in M.ravel()]
-    missing = float(np.mean(cells))
-    cat = float(np.mean([isinstance(v, str) for v in M[0]]))
+    cols = _columns(raw)
+    gaps = [np.isnan(c).sum() if c.dtype.kind == "f" else 0 if c.dtype.kind in "biu" else
+            sum(v is None or (isinstance(v, float) and math.isnan(v)) or
+                (isinstance(v, str) and v.strip() in ("", "?", "NA")) for v in c) for c in cols]
+    missing = float(np.sum(gaps) / (len(cols) * len(cols[0])))
+    cat = float(np.mean([isinstance(c[0], str) for c in cols]))
   return {
       "n_rows": float(len(ds.y)), "log_rows": math.log10(len(ds.y)),
       "n_features": float(flat.shape[1]), "log_features": math.log10(max(flat.shape[1], 1)),

@@ -11,10 +11,11 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 
 from metajax import parallel, runlog, saved
-from metajax.automl import api, config as config_lib, engine, population, search
+from metajax.automl import api, config as config_lib, engine, population, search, selection
 from metajax.experiments import automl_report
 
 
@@ -45,16 +46,40 @@ def store_path(cfg, workdir: str) -> str:
   return os.path.expanduser(cfg.store_path.replace("{workdir}", workdir))
 
 
-def save_model(workdir: str, config, ex: search.Executor, best, test) -> None:
+def _spec(m: dict) -> dict:
+  """The model card of one member: the registry's module spec, or a scikit-learn estimator's."""
+  if m["arch"] is not None:
+    return m["arch"].spec(m["hp"].get("dropout", 0.0))
+  return dict(name=m["family"], **m["hp"])
+
+
+def save_model(workdir: str, config, ex: search.Executor, final: selection.Final) -> None:
   """model.pkl (the fitted `AutoML`) and model.json, so `metajax.load_trained` finds it."""
-  model = api.AutoML.from_search(config, ex, best, test)
+  model = api.AutoML.from_search(config, ex, final)
   model.save(os.path.join(workdir, api.MODEL_FILE))
-  arch = ex.arch(best) if best.family in config_lib.NEURAL else None
-  spec = (arch.spec(best.hp.get("dropout", 0.0)) if arch is not None
-          else dict(name=best.family, **best.hp))  # a scikit-learn ensemble
-  saved.write_card(workdir, "automl", model=spec, file=api.MODEL_FILE, family=best.family,
-                   hparams=best.hp, budget=best.budget, dataset=ex.prep.name,
-                   classes=[str(c) for c in ex.prep.classes], val_score=best.score, test=test)
+  b = model.best_
+  spec = (_spec(final.members[0]) if len(final.members) == 1 else
+          dict(name="ensemble", members=[dict(_spec(m), weight=m["weight"])
+                                         for m in final.members]))
+  saved.write_card(workdir, "automl", model=spec, file=api.MODEL_FILE, family=b["family"],
+                   hparams=b["hparams"], budget=b["budget"], dataset=ex.prep.name,
+                   classes=[str(c) for c in ex.prep.classes], val_score=b["val_score"],
+                   test=final.test)
+
+
+def finalize_once(workdir: str, ex: search.Executor):
+  """`selection.finalize(ex)` (out-of-fold re-scoring on small data, ensemble, refit), kept in
+  the workdir: a finished run rerun reuses it instead of training the candidates again."""
+  path = os.path.join(workdir, "selection.pkl")
+  key = (len(ex.trials), ex.units, sorted(ex.done))
+  if os.path.isfile(path):
+    with open(path, "rb") as f:
+      kept = pickle.load(f)
+    if kept["key"] == key:
+      return kept["final"]
+  final = selection.finalize(ex)
+  runlog.atomic_write(path, pickle.dumps(dict(key=key, final=final)))
+  return final
 
 
 COMPILED_FILE = "compiled_programs.json"
@@ -116,21 +141,27 @@ def run(config, workdir: str) -> dict:
                "hand-set default ...")
   base = (run_baselines(prep, config, fams, ex.units, workdir, programs)
           if config.baselines.enabled else {})
-  best, test = engine.evaluate_best(ex)
+  final = finalize_once(workdir, ex)
+  best, test = (final.trial, final.test) if final else (None, {})
   base_results = {k: engine.evaluate_best(v) for k, v in base.items()}
 
   # ---- experience store and the saved model
   if best is not None:
     if ex.store is not None:  # None: no store, or one left untouched (see ex.warm.message)
       ex.store.record(run_id, prep, config, [best], {best.id: test.get("accuracy")})
-    save_model(workdir, config, ex, best, test)
+    save_model(workdir, config, ex, final)
 
   # ---- report
   compiled = compiled_in_run(workdir, programs)
-  path = automl_report.write(workdir, prep, config, ex, best, test, base, base_results, compiled)
+  path = automl_report.write(workdir, prep, config, ex, best, test, base, base_results, compiled,
+                             final)
   result = dict(report=path, html=path[:-3] + ".html", resumed=resumed, dataset=prep.name,
                 best=None if best is None else dict(id=best.id, family=best.family, hp=best.hp,
                                                     val_score=best.score, budget=best.budget),
+                selection=None if final is None else dict(
+                    {k: v for k, v in final.info.items() if k != "scores"},
+                    members=[dict(id=m["id"], family=m["family"], weight=m["weight"])
+                             for m in final.members]),
                 test=test, trials=len(ex.trials), budget_units=ex.units,
                 search_s=search_s, wall_s=time.perf_counter() - t0,
                 compiles=sum(compiled.values()), compiles_by=dict(compiled),

@@ -184,11 +184,29 @@ def trial_rows(trials):
   return rows
 
 
-def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None) -> str:
+def selection_lines(final, metric: str) -> list[str]:
+  """What `selection.finalize` did: how it scored, the ensemble, the refit, its warnings."""
+  i = final.info
+  out = [f"**Warning:** {w}" for w in i["warnings"]] + [
+      f"scored by {i['method']}; {metric} of the candidates: "
+      + ", ".join(f"#{k} {_fmt(v)}" for k, v in i["scores"].items())] + i["notes"]
+  e = i.get("ensemble")
+  if e:
+    weights = ", ".join(f"#{k} x{w:.2f}" for k, w in e["weights"].items())
+    out.append(f"greedy ensemble selection (Caruana et al.): {weights}, {metric} {_fmt(e['score'])}"
+               + (" - kept: better than the best single model" if e["used"] else
+                  " - not kept: no better than the best single model"))
+  out.append(i.get("refit") or "no refit: models trained on the training split")
+  out.append(f"selection and refit took {i['seconds']:.1f} s after the search")
+  return out
+
+
+def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None,
+          final=None) -> str:
   """Writes report.md and report.html in `workdir`; returns the path of report.md.
 
   compiled: programs compiled by the whole run by kind (a resumed run's processes together);
-  default: those of this process."""
+  default: those of this process. final: the `selection.Final` the model came from."""
   compiled = ex.programs.compiles_by if compiled is None else compiled
   s, plots = cfg.search, {}
   board = search.leaderboard(ex.trials.values())
@@ -230,10 +248,14 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None)
   if best is None:
     sections.append(("p", "Every trial failed: no model selected."))
   else:
+    ens = final is not None and len(final.members) > 1
+    what = (f"an ensemble of {len(final.members)} models led by trial #{best.id} ({best.family})"
+            if ens else f"Trial #{best.id}: **{best.family}** with {_hp(best.hp)}")
     sections += [
-        ("p", f"Trial #{best.id}: **{best.family}** with {_hp(best.hp)}, trained to budget "
-              f"{best.budget:g}; validation {s.metric} {best.score:.4f}. Saved in the workdir "
+        ("p", f"{what}, trained to budget {best.budget:g}; validation {s.metric} "
+              f"{best.score:.4f} in the search. Saved in the workdir "
               "(model.json, model.pkl): `metajax.load_trained(workdir).predict(X)`."),
+        ("ul", selection_lines(final, s.metric) if final is not None else []),
         ("table", ["test accuracy", "test macro F1", "test log-loss"],
          [[f"{test['accuracy']:.4f}", f"{test['f1']:.4f}", f"{test['log_loss']:.4f}"]]),
     ]
