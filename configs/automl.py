@@ -64,6 +64,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       group_size=4,          # consecutive samples sharing architecture + batch size
       trees_per_budget=4,
       time_budget_s=0.0,     # 0: no wall-clock limit
+      progress=True,         # one console line per rung (trials, best so far, time left)
       families=(),           # empty: every family that fits the data (mlp/cnn/gru, rf, gbm)
       # Warm start (metajax/automl/warmstart.py): before searching, read the experience store
       # and seed the first rung with the best configurations of the nearest past datasets.
@@ -112,6 +113,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   ))
 
   c.num_devices = 0  # population axis over this many devices (0: all)
+  # JAX's persistent compilation cache ('' for none): a later search on data of the same
+  # shapes loads its programs instead of compiling them (metajax/compile_cache.py)
+  c.compile_cache = "~/.cache/metajax/jax_compilation_cache"
   # the experience store ('' for none; '{workdir}' is substituted); the file name carries the
   # store's schema version, so an older store is left as it is
   c.store_path = "~/.cache/metajax/automl_experience.v2.sqlite"

@@ -93,6 +93,11 @@ def validate(c) -> None:
   if s.prior:
     from metajax.automl import warmstart
     warmstart.load_prior(s.prior)  # ConfigError for a missing or unreadable prior
+  cache = c.get("compile_cache", "")
+  if not isinstance(cache, str) or (cache and os.path.exists(os.path.expanduser(cache))
+                                    and not os.path.isdir(os.path.expanduser(cache))):
+    raise ConfigError("compile_cache", cache, "the compilation cache must be a directory",
+                      "a directory path, or '' for no cache")
   for f in s.families:
     require_in("search.families", f, FAMILIES)
   fams = list(s.families) or list(FAMILIES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from absl import logging
 
+from metajax import compile_cache
 from metajax.automl import config as config_lib, data as data_lib, search, warmstart
 
 
@@ -27,7 +28,9 @@ def run_search(prep, cfg, fams, state_path=None, store=None, run_id="", on_rung=
   store: experience store path (or ExperienceStore): read first for a warm start
   (`search.warm_start`), written after every rung under `run_id` and key `dataset` (default
   prep.name); prior: learned rates (`warmstart.load_prior`). `ex.warm` is the warm-start plan.
+  JAX's persistent compilation cache is pointed at `cfg.compile_cache` first ('' for none).
   """
+  compile_cache.use(cfg.get("compile_cache", compile_cache.DEFAULT_DIR))  # before any compile
   warm = warmstart.plan(prep, cfg, fams, store, run_id, state_path, dataset, prior)
   ex = search.Executor(prep, cfg, state_path, "search", warm.store, run_id, on_rung,
                        programs=programs)

@@ -3,9 +3,12 @@
 Schedulers (successive halving, Hyperband, ASHA, random search, a fixed
 configuration) only decide *which trials advance to which budget*; they call
 `Executor.run(jobs)` with a list of (trial, budget). The executor groups the
-neural jobs into vmapped populations (one per architecture and batch size),
-grows tree ensembles with warm starts, scores every trial on the validation
-split, marks NaN/inf trials failed, and persists the search after every rung.
+neural jobs into vmapped populations (one compiled program per family covers the
+whole space: `population`), starts compiling those programs in the background
+before it grows the tree ensembles (warm starts), so compiles overlap the tree
+trials, scores every trial on the validation split, marks NaN/inf trials failed,
+persists the search and prints one progress line per rung (`runlog.say`; off with
+`search.progress=False` or `runlog.set_quiet`).
 A restarted search replays the (deterministic) scheduler and skips every job
 already in the persisted state, so finished work is never redone.
 """
@@ -22,7 +25,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from metajax import parallel
+from metajax import parallel, runlog
 from metajax.automl import population, space as space_lib, trees
 from metajax.automl.config import NEURAL as NN
 from metajax.automl.data import Prepared
@@ -58,7 +61,8 @@ class Trial:
   """One configuration and what happened to it.
 
   history: one row per rung reached: budget, val score, train loss curve, elapsed
-  search seconds at the result, train seconds, peak memory (MB).
+  search seconds at the result, train seconds, compile seconds (its population's wait for
+  a compile, shared among the members like train seconds), peak memory (MB).
   status: 'running' | 'complete' | 'pruned' | 'failed'.
   """
   id: int
@@ -87,6 +91,10 @@ class Trial:
   @property
   def cost_s(self) -> float:
     return sum(h["train_s"] for h in self.history)
+
+  @property
+  def compile_s(self) -> float:
+    return sum(h.get("compile_s", 0.0) for h in self.history)
 
   def row(self) -> dict:
     return dict(id=self.id, family=self.family, hp=self.hp, bracket=self.bracket,
@@ -117,6 +125,7 @@ class Executor:
     self.done: set[tuple[int, float]] = set()
     self.elapsed, self.units, self.rungs = 0.0, 0.0, 0
     self.skipped = 0
+    self.first_result_s = None  # search seconds at the first trial's validation score
     self.deadline = cfg.search.time_budget_s or math.inf
     self._t0 = time.perf_counter()
     self._dev: dict[str, Any] = {}
@@ -126,6 +135,7 @@ class Executor:
       self.trials = {r["id"]: Trial(**r) for r in s["trials"]}
       self.states, self.done = s["states"], s["done"]
       self.elapsed, self.units, self.rungs = s["elapsed"], s["units"], s["rungs"]
+      self.first_result_s = s.get("first_result_s")
     self._base = self.elapsed
 
   # -------------------------------------------------------------- bookkeeping
@@ -146,7 +156,8 @@ class Executor:
               if self.trials[i].status in ("running", "complete")}  # pruned ones are not needed
       atomic_write(self.state_path, pickle.dumps(dict(
           trials=[t.row() for t in self.trials.values()], states=live, done=self.done,
-          elapsed=self.elapsed, units=self.units, rungs=self.rungs)))
+          elapsed=self.elapsed, units=self.units, rungs=self.rungs,
+          first_result_s=self.first_result_s)))
     if self.store is not None:
       self.store.record(self.run_id, self.prep, self.cfg, list(self.trials.values()))
 
@@ -159,12 +170,23 @@ class Executor:
     return self._dev[k]
 
   def arch(self, t: Trial) -> population.Arch:
+    """The program trial `t` trains in: its family's largest batch size in the space (and
+    for mlp the largest layers and units; cnn, gru: the trial's own), never below the
+    trial's values (a warm-started configuration may lie outside the space)."""
     x = self.prep.views[VIEW[t.family]][0]
-    bs = min(int(t.hp["batch_size"]), len(x))
+    top = lambda k, d: max(int(t.hp.get(k, d)), space_lib.upper(self.cfg.space, t.family, k, d))
+    layers, units = int(t.hp.get("layers", 1)), int(t.hp["units"])
+    if t.family in population.MASKED:
+      layers, units = top("layers", 1), top("units", units)
+    bs = min(top("batch_size", int(t.hp["batch_size"])), len(x))
     return population.Arch(
-        t.family, int(t.hp.get("layers", 1)), int(t.hp["units"]), bs, tuple(x.shape[1:]),
-        self.prep.num_classes, max(1, len(x) // bs),
-        getattr(self.prep.prep, "vocab_size", 0) if t.family == "gru" else 0)
+        t.family, layers, units, bs, tuple(x.shape[1:]), self.prep.num_classes,
+        max(1, len(x) // bs), getattr(self.prep.prep, "vocab_size", 0) if t.family == "gru" else 0,
+        own_layers=int(t.hp.get("layers", 1)), own_units=int(t.hp["units"]))
+
+  def _member_hp(self, t: Trial) -> dict:
+    """The trial's hyperparameters with its batch size capped by the training rows."""
+    return dict(t.hp, batch_size=min(int(t.hp["batch_size"]), len(self.prep.y[0])))
 
   def run(self, jobs: list[tuple[Trial, float]]) -> None:
     """Advances every (trial, budget) job; skips those already done (resume)."""
@@ -178,9 +200,15 @@ class Executor:
     results = {}
     groups: dict[Any, list] = {}
     late = False  # the time budget ran out part-way: keep what finished, then stop
+    P = population.bucket(self.cfg.search.group_size, self.mesh.size)
     for t, b in todo:
       if t.family in NN:
         groups.setdefault((self.arch(t), int(round(b - t.budget))), []).append((t, b))
+    for arch, _ in groups:  # compiles run in the background while the trees grow
+      view = VIEW[arch.family]
+      self.programs.prefetch(arch, P, self._data(view, 0), self._labels(), self._data(view, 1))
+    for t, b in todo:
+      if t.family in NN:
         continue
       if self.now() > self.deadline:
         late = True
@@ -193,11 +221,14 @@ class Executor:
         late, b = True, reached
       self.states[t.id] = est
       prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
-      results[t.id] = (b, score(self.cfg.search.metric, yv, prob), [], secs, nbytes / 2**20)
+      results[t.id] = (b, score(self.cfg.search.metric, yv, prob), [], secs, 0.0,
+                       nbytes / 2**20)
       self.units += b - t.budget
-    P = population.bucket(self.cfg.search.group_size, self.mesh.size)
+      self._first_result()
     for (arch, epochs), group in groups.items():
       view = VIEW[arch.family]
+      # one batch size per population where possible: an epoch loops for its largest count
+      group.sort(key=lambda tb: (-int(self._member_hp(tb[0])["batch_size"]), tb[0].id))
       for c in range(0, len(group), P):
         # a compile cannot be interrupted: do not start one the budget cannot pay for
         left = self.deadline - self.now()
@@ -206,13 +237,15 @@ class Executor:
           late = True
           break
         members = group[c:c + P]
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), self.programs.wait_s
         new, curves, probs, nbytes = population.train_population(
             self.programs, arch, P, [self.cfg.seed * 100003 + t.id for t, _ in members],
-            [t.hp for t, _ in members], [self.states.get(t.id) for t, _ in members], epochs,
-            self._data(view, 0), self._labels(), self._data(view, 1),
+            [self._member_hp(t) for t, _ in members], [self.states.get(t.id) for t, _ in members],
+            epochs, self._data(view, 0), self._labels(), self._data(view, 1),
             stop=lambda: self.now() > self.deadline)
-        secs = (time.perf_counter() - t0) / len(members)
+        wait = self.programs.wait_s - w0
+        secs = (time.perf_counter() - t0 - wait) / len(members)
+        self._first_result()
         if curves.shape[1] < epochs:  # stopped by the time budget part-way
           late = True
         for i, (t, b) in enumerate(members):
@@ -220,25 +253,43 @@ class Executor:
             b = t.budget + curves.shape[1]
           self.states[t.id] = new[i]
           results[t.id] = (b, score(self.cfg.search.metric, yv, probs[i]), curves[i].tolist(), secs,
-                           nbytes / P / 2**20)
+                           wait / len(members), nbytes / P / 2**20)
           self.units += b - t.budget
     todo = [(t, b) for t, b in todo if t.id in results]
     now = self.now()
     for t, b in todo:
-      b, s, curve, secs, mb = results[t.id]
+      b, s, curve, secs, comp, mb = results[t.id]
       finite = math.isfinite(s) and all(math.isfinite(c) for c in curve)
       t.history.append(dict(budget=b, score=s if finite else float("nan"), loss=curve,
-                            elapsed=now, train_s=secs, mem_mb=mb))
+                            elapsed=now, train_s=secs, compile_s=comp, mem_mb=mb))
       if not finite:
         t.status, t.note = "failed", f"loss became non-finite by budget {b:g}: pruned"
         self.states.pop(t.id, None)
       self.done.add((t.id, b))
     self.rungs += 1
     self.persist()
+    if self.cfg.search.get("progress", True):
+      runlog.say(self.progress_line(len(todo)))
     if self.on_rung is not None:
       self.on_rung(self)
     if late:
       raise StopSearch
+
+  def _first_result(self) -> None:
+    if self.first_result_s is None:
+      self.first_result_s = self.now()
+
+  def progress_line(self, trained: int) -> str:
+    """'<label> rung k: trials, best so far, time (left)' after a rung of `trained` jobs."""
+    ok = [t for t in self.trials.values() if math.isfinite(t.score)]
+    best = max(ok, key=lambda t: (t.score, -t.id), default=None)
+    top = (f"best val {self.cfg.search.metric} {best.score:.4f} (#{best.id} {best.family}, "
+           f"budget {best.budget:g})" if best else "no finished trial yet")
+    left = (f", {max(0.0, self.deadline - self.now()):.0f} s left"
+            if math.isfinite(self.deadline) else "")
+    return (f"{self.label} rung {self.rungs}: {trained} trained, {len(self.trials)} trials, "
+            f"{top}; {self.now():.1f} s{left} (compiles {self.programs.compile_s:.1f} s, "
+            f"{self.programs.wait_s:.1f} s waited)")
 
   def _labels(self):
     if "y0" not in self._dev:
@@ -258,9 +309,8 @@ def predict_proba(prep: Prepared, family: str, hp: dict, state, X, programs=None
     return trees.predict_proba(state, X, prep.num_classes)
   programs = programs or population.Programs(parallel.make_mesh())
   P = programs.mesh.size
-  params = parallel.shard_batch(jax.tree.map(lambda a: np.stack([a] * P), state.state.params),
-                                programs.mesh)
-  return programs.predict(arch, params, X)[0]
+  members = parallel.shard_batch(jax.tree.map(lambda a: np.stack([a] * P), state), programs.mesh)
+  return programs.predict(arch, members, X)[0]
 
 
 # ------------------------------------------------------------------ schedulers

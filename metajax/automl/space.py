@@ -7,9 +7,11 @@ a ConfigDict of hyperparameters, each a tuple
 
 so every family's hyperparameters are conditional on the family. A sampler
 maps points of the unit cube (random or scrambled Sobol) to configurations.
-Structural hyperparameters (those that change compiled shapes: layers, units,
-batch size) can be shared by `group_size` consecutive samples, so a population
-of members with one architecture trains as one vmapped program.
+Structural hyperparameters (layers, units, batch size) can be shared by
+`group_size` consecutive samples. One program per family covers every mlp
+architecture and every batch size (`population`), so sharing them no longer saves
+compiles there; it keeps a population on one batch size (no idle steps) and, for cnn
+and gru, whose layers and units are still compiled shapes, on one program.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ def check_space(space, families: list[str]) -> None:
           raise ConfigError(key, spec, "needs lo <= hi", f"('{kind}', lo, hi)")
         if kind == "log_uniform" and spec[1] <= 0:
           raise ConfigError(key, spec, "log_uniform needs lo > 0", "lo > 0")
+
+
+def upper(space, family: str, name: str, default: int) -> int:
+  """The largest value of a numeric hyperparameter in `family`'s space (`default` when the
+  space has no such entry): the size its family's one compiled program is padded to."""
+  spec = dict(space[family]).get(name) if family in space else None
+  if spec is None:
+    return default
+  return int(max(spec[1]) if spec[0] == "choice" else spec[2])
 
 
 def _decode(spec, u: float) -> Any:
