@@ -359,7 +359,8 @@ def test_experiment_writes_report_store_and_resumes(tiny_run, capsys):
   c, wd, r = tiny_run
   md = open(r["report"]).read()
   for s in ("Selected model", "test accuracy", "random search", "hand-set default",
-            "Every trial", "pruned", "compiled population programs"):
+            "Every trial", "pruned", "compiled population programs",
+            "holdouts covering train+validation", "refit on train+validation (120 rows)"):
     assert s in md
   html = open(r["html"]).read()
   assert html.count("data:image/png;base64,") == 4 and "<table>" in html
