@@ -101,7 +101,8 @@ def as_config_error(error: flags.Error, argv: list[str]) -> ConfigError:
     close = msg.split("Did you mean:", 1)[1].strip(" ?") if "Did you mean:" in msg else ""
     return ConfigError("--flags", given, "unknown flag" + (f" (did you mean --{close}?)"
                                                           if close else ""),
-                       "--config, --workdir, --config.KEY=VALUE, --quiet, --distributed")
+                       "--config, --workdir, --config.KEY=VALUE, --quiet, --distributed, "
+                       "--coordinator_address, --num_processes, --process_id, --distributed_timeout")
   prefix = "flag --config."
   if msg.startswith(prefix) and ": " in msg:  # "flag --config.K=V: why"
     flag, why = msg[len(prefix):].split(": ", 1)
@@ -112,4 +113,5 @@ def as_config_error(error: flags.Error, argv: list[str]) -> ConfigError:
     return ConfigError("--workdir", None, "every run needs a directory to write to",
                        "a new directory, or one holding a run of this config to resume")
   return ConfigError("--flags", " ".join(argv[1:]), msg,
-                     "--config, --workdir, --config.KEY=VALUE, --quiet, --distributed")
+                     "--config, --workdir, --config.KEY=VALUE, --quiet, --distributed, "
+                     "--coordinator_address, --num_processes, --process_id, --distributed_timeout")

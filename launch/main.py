@@ -17,7 +17,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars or progress lines (errors stay).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Call jax.distributed.initialize() first (multi-host pods; reads the cluster from the environment).")
+    "Join JAX's multi-controller runtime first (metajax.distributed.initialize): the mesh then "
+    "spans every device of every process. Alone, the cluster is detected (Slurm, Cloud TPU, "
+    "Open MPI); elsewhere give the three flags below.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0 (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with "
+                                      "--coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
+_DIST_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 60, "Seconds to wait for the coordinator before failing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -48,12 +57,13 @@ def main(argv):
         std_logging.WARNING if _QUIET.value else std_logging.INFO)
   from metajax import runlog
   runlog.set_quiet(_QUIET.value)
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()
   from metajax.errors import ConfigError
-  from metajax.experiments import run
   try:
+    if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value is not None:
+      from metajax import distributed
+      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             timeout_s=_DIST_TIMEOUT.value)
+    from metajax.experiments import run
     result = run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     fail(e)

@@ -3,6 +3,13 @@
 Training opens a manager that writes (`manager`) and resumes from the latest step
 (`restore_or`). Reading a trained run (`restore`) writes nothing, and a missing or
 mismatched checkpoint is an error, never a silently fresh model.
+
+Across processes: every process calls `save` and `restore_or` (Orbax writes each array's
+shards from the process that holds them and commits the step once all have, so a process
+killed mid-save leaves no half step). A restore lays the arrays out as the `like` state's
+shardings on the current mesh, so a checkpoint written by 2 processes restores in 1 and the
+reverse; leaves without a sharding (`jax.eval_shape` output) are replicated over
+`parallel.make_mesh()`.
 """
 
 from __future__ import annotations
@@ -19,15 +26,39 @@ DIR = "checkpoints"
 
 
 def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  """A writing CheckpointManager over `<workdir>/checkpoints` (async saves, atomic steps)."""
+  """A writing CheckpointManager over `<workdir>/checkpoints` (async saves, atomic steps).
+  Every process opens it; `workdir` must be one shared directory."""
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, DIR)),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
-def _restore(mngr: ocp.CheckpointManager, step: int, like: Any) -> Any:
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+def _abstract(like: Any) -> Any:
+  """ShapeDtypeStructs of `like`, each with its sharding (replicated over the global mesh
+  where `like` has none)."""
+  repl = None
+
+  def leaf(x):
+    nonlocal repl
+    if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding):
+      return ocp.utils.to_shape_dtype_struct(x)
+    if repl is None:
+      from metajax import parallel
+      repl = parallel.replicated(parallel.make_mesh())
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl)
+  return jax.tree.map(leaf, like)
+
+
+def _restore(mngr: ocp.CheckpointManager, step: int, like: Any, workdir: str) -> Any:
+  """Checkpoint `step` laid out as `like`; ConfigError naming the workdir when its arrays do
+  not fit `like` (a checkpoint of another model)."""
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ConfigError("workdir", workdir,
+                      f"its checkpoint at step {step} does not fit this model "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                      "the workdir of a run of the same model config, or a new workdir") from None
 
 
 def restore_or(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | None]:
@@ -36,7 +67,9 @@ def restore_or(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | None
   `state` gives the structure, dtypes and shardings to restore into.
   """
   step = mngr.latest_step()
-  return (state, None) if step is None else (_restore(mngr, step, state), step)
+  if step is None:
+    return state, None
+  return _restore(mngr, step, state, os.path.dirname(str(mngr.directory))), step
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> None:
@@ -64,10 +97,4 @@ def restore(workdir: str, like: Any, step: int | None = None) -> tuple[Any, int]
                       "the workdir of a run that trained at least one checkpoint interval")
   options = ocp.CheckpointManagerOptions(create=False, read_only=True)
   with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, DIR)), options=options) as mngr:
-    try:
-      return _restore(mngr, step, like), step
-    except (ValueError, KeyError, TypeError) as e:
-      raise ConfigError("workdir", workdir,
-                        f"its checkpoint at step {step} does not fit this model "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                        "the workdir of a run of the same model config") from None
+    return _restore(mngr, step, like, workdir), step

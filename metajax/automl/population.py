@@ -352,7 +352,7 @@ class Programs:
 
   def epoch(self, arch: Arch, members: Member, X, Y, Xv):
     """One epoch of every member: (members [P], train loss [P], val probs [P, Nv, C], bytes)."""
-    n_steps = int(np.max(np.maximum(1, X.shape[0] // np.asarray(members.batch_size))))
+    n_steps = int(np.max(np.maximum(1, X.shape[0] // parallel.to_host(members.batch_size))))
     n_steps = parallel.replicate(jnp.int32(n_steps), self.mesh)
     compiled, nbytes, _ = self._compile(("epoch", arch), self._epoch_fn(arch),
                                         (members, X, Y, Xv, n_steps), donate=(0,))
@@ -372,8 +372,8 @@ class Programs:
       if pad:
         xb = np.concatenate([xb, np.repeat(xb[-1:], pad, 0)])
       xb = parallel.replicate(jnp.asarray(xb), self.mesh)
-      out.append(np.asarray(self._compile(("predict", arch), fn, (members, xb))[0](members, xb))
-                 [:, : size - pad])
+      probs = self._compile(("predict", arch), fn, (members, xb))[0](members, xb)
+      out.append(parallel.to_host(probs)[:, : size - pad])
     return np.concatenate(out, 1)
 
 
@@ -416,7 +416,7 @@ def train_population(programs: Programs, arch: Arch, size: int, seeds: list[int]
     if all(s is None for s in states):
       members = fresh
     else:  # some continue: take the fresh ones from the init program, the rest as they were
-      fresh = unstack(jax.device_get(fresh), size)
+      fresh = unstack(parallel.to_host(fresh), size)
       members = stack([f if s is None else s for f, s in zip(fresh, states)])
   else:
     members = stack(states)
@@ -427,5 +427,5 @@ def train_population(programs: Programs, arch: Arch, size: int, seeds: list[int]
     curves.append(loss)
     if len(curves) < epochs and stop():
       break
-  curves = np.stack([np.asarray(c) for c in curves], 1)
-  return unstack(jax.device_get(members), n), curves[:n], np.asarray(probs)[:n], nbytes
+  curves = np.stack([parallel.to_host(c) for c in curves], 1)
+  return unstack(parallel.to_host(members), n), curves[:n], parallel.to_host(probs)[:n], nbytes

@@ -71,10 +71,8 @@ def check_config(config) -> None:
     raise ConfigError("train.checkpoint_every", t.checkpoint_every,
                       f"a resumed run logs the same averages only if checkpoints fall on log "
                       f"steps (log_every={t.log_every})", f"a multiple of {t.log_every}")
-  n = jax.device_count()
   for key, value in (("train.meta_batch", t.meta_batch), ("eval.batch", config.eval.batch)):
-    if value % n:
-      raise ConfigError(key, value, f"tasks are split over {n} devices", f"a multiple of {n}")
+    parallel.check_divides(key, value, what="tasks")
 
 
 def train_spec(config) -> EpisodeSpec:
