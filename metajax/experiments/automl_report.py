@@ -237,7 +237,8 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None,
           f" budget = epochs for neural families, x{s.trees_per_budget} trees/iterations for "
           "ensembles)",
           f"sampler: {s.sampler}, {s.group_size} consecutive samples share architecture and "
-          "batch size so they train as one vmapped population",
+          "batch size and train as one vmapped population; one compiled program per family "
+          "covers every architecture and batch size (mlp: masked widths and depths)",
           f"metric: validation {s.metric}; trials: {len(trials)} ({status['complete']} complete, "
           f"{status['pruned']} pruned, {status['failed']} failed); budget used: {ex.units:g} units",
       ]),
