@@ -118,7 +118,7 @@ class AutoML:
     self.prep, self._programs = ex.prep, ex.programs
     self.leaderboard = [dict(id=t.id, family=t.family, **t.hp, budget=t.budget,
                              val_score=t.score if math.isfinite(t.score) else None,
-                             status=t.status, train_s=t.cost_s)
+                             status=t.status, train_s=t.cost_s, compile_s=t.compile_s)
                         for t in search.leaderboard(ex.trials.values())]
     ens = len(final.members) > 1
     self.best_ = dict(id=best.id, family="ensemble" if ens else best.family,
