@@ -62,10 +62,12 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       hyperband_iterations=1,  # 0: repeat brackets until the time budget
       asha_workers=8,        # asha: jobs per simulated wave
       group_size=4,          # consecutive samples sharing architecture + batch size
-      trees_per_budget=4,
+      trees_per_budget=4,    # random-forest trees per budget unit
+      boost_per_budget=16,   # gradient-boosting iterations per budget unit (432 at 27)
       time_budget_s=0.0,     # 0: no wall-clock limit
       progress=True,         # one console line per rung (trials, best so far, time left)
-      families=(),           # empty: every family that fits the data (mlp/cnn/gru, rf, gbm)
+      families=(),           # empty: every family that fits the data (mlp/cnn/gru, rf, gbm;
+                             # texts also linear: TF-IDF + logistic regression)
       # Warm start (metajax/automl/warmstart.py): before searching, read the experience store
       # and seed the first rung with the best configurations of the nearest past datasets.
       warm_start=True,       # False: cold start (the search is still recorded in the store)
@@ -79,13 +81,23 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       mlp=dict(_NEURAL),
       cnn=dict(_NEURAL, units=("choice", (32, 64, 128))),  # conv channels = units // 2
       gru=dict(_NEURAL, layers=("choice", (1,)), units=("choice", (32, 64, 128))),
-      rf=dict(max_depth=("choice", (0, 8, 16)),  # 0: unlimited
-              max_features=("choice", ("sqrt", "log2", 0.5)),
-              min_samples_leaf=("int", 1, 8)),
+      # the tree families get as many knobs as the neural ones ('none': no class weights)
+      rf=dict(max_depth=("choice", (0, 8, 16, 32)),  # 0: unlimited
+              max_features=("choice", ("sqrt", "log2", 0.3, 0.5, 0.8, 1.0)),
+              min_samples_leaf=("int", 1, 8),
+              criterion=("choice", ("gini", "entropy")),
+              class_weight=("choice", ("none", "balanced"))),
       gbm=dict(learning_rate=("log_uniform", 1e-2, 3e-1),
-               max_leaf_nodes=("choice", (15, 31, 63)),
-               l2_regularization=("log_uniform", 1e-4, 1.0),
-               min_samples_leaf=("int", 5, 40)),
+               max_leaf_nodes=("choice", (7, 15, 31, 63, 127)),
+               max_depth=("choice", (0, 4, 8)),  # 0: unlimited
+               l2_regularization=("log_uniform", 1e-4, 10.0),
+               min_samples_leaf=("int", 2, 60),
+               max_features=("uniform", 0.3, 1.0),  # share of features per split
+               class_weight=("choice", ("none", "balanced"))),
+      # logistic regression: on TF-IDF word 1-2-grams for texts, else the
+      # flat features; fitted once (no budget axis)
+      linear=dict(C=("log_uniform", 1e-2, 1e3),
+                  class_weight=("choice", ("none", "balanced"))),
   ))
 
   # The final model (metajax/automl/selection.py): on small data the top configurations are

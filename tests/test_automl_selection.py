@@ -171,3 +171,34 @@ def test_ensemble_predicts_saves_and_loads_like_one_model(fitted, tmp_path):
   ens = m.__class__.load(single[0].save(str(tmp_path / "e.pkl")))
   np.testing.assert_allclose(ens.predict_proba(df), 0.25 * p0 + 0.75 * p1, rtol=1e-6)
   assert set(ens.predict(df)) <= {"yes", "no"}
+
+
+def test_linear_tfidf_family_on_texts_predicts_raw_texts(tmp_path):
+  rng = np.random.default_rng(0)
+  words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+  y = np.array(["pos", "neg"] * 40)
+  texts = [" ".join(rng.choice(words, 6)) + (" very good" if l == "pos" else " not good")
+           for l in y]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    m = AutoML(time_budget_s=0, scheduler="sh", n_trials=2, families=("linear",),
+               max_budget=1.0).fit(texts, y)
+  assert "linear" in m.prep.views and m.prep.views["linear"][0].shape[0] == len(m.prep.y[0])
+  assert any("TF-IDF" in n for n in m.prep.notes)
+  assert m.best_["test"]["accuracy"] == 1.0  # 'very good' vs 'not good' is a bigram
+  new = ["omega beta very good", "sigma not good"]
+  m2 = AutoML.load(m.save(str(tmp_path / "t.pkl")))
+  assert m2.predict(new).tolist() == m.predict(new).tolist() == ["pos", "neg"]
+
+
+def test_tree_and_linear_spaces_build_estimators():
+  from metajax.automl import config as config_lib, space as space_lib, trees
+  s = config_lib.default_config().space
+  X = np.random.default_rng(0).normal(size=(60, 4))
+  y = (X[:, 0] > 0).astype(int)
+  for c in space_lib.sample(s, ["rf", "gbm", "linear"], 12, "sobol", seed=0):
+    fam = c.pop("family")
+    est, _, _, _ = trees.grow(fam, c, 0, None, 1.0, 4, X, y)
+    assert trees.predict_proba(est, X, 2).shape == (60, 2)
+    if fam == "gbm":
+      assert est.max_features == pytest.approx(c["max_features"]) and est.max_iter == 4

@@ -66,7 +66,8 @@ def test_warm_start_round_trip_reuses_the_similar_dataset(tmp_path, capsys):
   w = r["warm_start"]
   assert w["neighbours"][0]["dataset"] == key_a and w["neighbours"][0]["distance"] < 1.0
   assert 1 <= w["warm_trials"] <= math.ceil(0.34 * 6)
-  best_a = dict(family=a.best_["family"], **a.best_["hparams"])
+  top = a._ex.trials[a.leaderboard[0]["id"]]  # the search's best (the model may be an ensemble)
+  best_a = dict(family=top.family, **top.hp)
   assert best_a in [dict(family=x["family"], **x["hp"]) for x in w["reused"]]
   # the first rung holds A's best configuration, and the rest is the cold sampler's
   ex_trials = json.load(open(tmp_path / "b" / "result.json"))["warm_start"]["reused"]

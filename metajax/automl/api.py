@@ -94,7 +94,8 @@ class AutoML:
       key = f"{name}@{metafeatures.fingerprint(X, y)}"  # its key in the experience store
     d = cfg.data
     fams = config_lib.families_for(cfg, ds.modality)
-    prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size)
+    prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size,
+                            linear="linear" in fams)
     # unique per search (stable for a resumable one), so concurrent searches never share rows
     tag = (hashlib.sha1(os.path.abspath(self.state_path).encode()).hexdigest()[:8]
            if self.state_path else uuid.uuid4().hex[:8])
@@ -143,7 +144,7 @@ class AutoML:
     if isinstance(p, data_lib.TextPrep):
       return p.features(list(X), view)
     x = p.transform(X, warn=True)
-    return x.reshape(len(x), -1) if view == "flat" else x
+    return x.reshape(len(x), -1) if view in ("flat", "linear") else x
 
   def predict_proba(self, X) -> np.ndarray:
     """[N, C] class probabilities (columns in the order of `classes_`); the weighted mean of

@@ -19,9 +19,9 @@ from metajax.errors import ConfigError, require_in, require_positive
 SCHEDULERS = ("sh", "hyperband", "asha")
 SAMPLERS = ("random", "sobol")
 NEURAL = ("mlp", "cnn", "gru")  # metajax.models families, trained as vmapped populations
-FAMILIES = NEURAL + ("rf", "gbm")
+FAMILIES = NEURAL + ("rf", "gbm", "linear")
 BY_MODALITY = {"table": ("mlp", "rf", "gbm"), "image": ("cnn", "mlp", "rf", "gbm"),
-               "text": ("gru", "mlp", "rf")}
+               "text": ("gru", "linear", "mlp", "rf")}
 NEEDS = {"cnn": "image", "gru": "text"}
 METRICS = ("accuracy", "balanced_accuracy", "f1", "log_loss")
 # The defaults live in the experiment's config file, so they are written down once.
@@ -61,8 +61,8 @@ def validate(c) -> None:
   require_in("search.sampler", s.sampler, SAMPLERS)
   require_in("search.metric", s.metric, METRICS)
   require_positive(c, "search.min_budget", "search.max_budget", "search.n_trials",
-                   "search.group_size", "search.trees_per_budget", "search.asha_workers",
-                   "data.seq_len", "data.vocab_size")
+                   "search.group_size", "search.trees_per_budget", "search.boost_per_budget",
+                   "search.asha_workers", "data.seq_len", "data.vocab_size")
   require_positive(c, "search.max_trials", "search.hyperband_iterations", "search.time_budget_s",
                    "data.max_rows", "num_devices", allow_zero=True)
   if int(s.eta) != s.eta or s.eta < 2:

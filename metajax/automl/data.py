@@ -295,8 +295,21 @@ class TextPrep:
     return np.array([e.ids for e in tok.encode_batch([str(t) for t in texts])], np.int32)
 
   def features(self, texts: list[str], view: str):
-    """The model inputs of `view` ('ids' | 'flat') for raw texts."""
+    """The model inputs of `view` ('ids' | 'flat' | 'linear': TF-IDF, sparse) for raw texts."""
+    if view == "linear":
+      return self.tfidf.transform([str(t) for t in texts])
     return self.ids(texts) if view == "ids" else self.bow(texts)
+
+  def fit_tfidf(self, texts: list[str]) -> "TextPrep":
+    """Word 1-2-grams (seen in at least 2 training texts), sublinear TF-IDF, fitted on the
+    training texts: the sparse n-gram features of the `linear` family."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    self.tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000,
+                                 sublinear_tf=True, dtype=np.float32)
+    self.tfidf.fit([str(t) for t in texts])
+    self.notes.append(f"TF-IDF of word 1-2-grams fitted on the training texts: "
+                      f"{len(self.tfidf.vocabulary_)} features (the linear family's)")
+    return self
 
   def bow(self, texts: list[str]) -> np.ndarray:
     ids = self.ids(texts)
@@ -349,8 +362,11 @@ class Prepared:
 
 
 def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.2,
-            seq_len: int = 64, vocab_size: int = 2000) -> Prepared:
-  """Checks, splits (stratified, by `seed`) and preprocesses `ds`, fitting on train only."""
+            seq_len: int = 64, vocab_size: int = 2000, linear: bool = True) -> Prepared:
+  """Checks, splits (stratified, by `seed`) and preprocesses `ds`, fitting on train only.
+
+  views: 'flat' (every modality), 'image', 'ids' (texts: BPE token ids) and 'linear' (texts:
+  sparse TF-IDF n-grams when `linear`; otherwise the flat view)."""
   notes = check(ds)
   tr, va, te = split(ds, seed, val_frac, test_frac)
   Xte, yte = (ds.test if ds.test is not None else (take(ds.X, te), np.asarray(ds.y)[te]))
@@ -380,6 +396,11 @@ def prepare(ds: Dataset, seed: int, val_frac: float = 0.2, test_frac: float = 0.
     prep = TextPrep(vocab_size, seq_len).fit(list(Xtr))
     views["ids"] = tuple(prep.ids(list(x)) for x in (Xtr, Xva, Xte))
     views["flat"] = tuple(prep.bow(list(x)) for x in (Xtr, Xva, Xte))
+    if linear:
+      prep.fit_tfidf(list(Xtr))
+      views["linear"] = tuple(prep.features(list(x), "linear") for x in (Xtr, Xva, Xte))
+  if "linear" not in views:
+    views["linear"] = views["flat"]
   notes += prep.notes
   notes.append(f"stratified split (seed {seed}): {len(ys[0])} train, {len(ys[1])} val, "
                f"{len(ys[2])} test" + (" (predefined test split)" if ds.test is not None else ""))

@@ -17,7 +17,8 @@ def load_data(cfg) -> tuple[data_lib.Prepared, list[str]]:
   d = cfg.data
   ds = data_lib.load(d.name, d.data_dir, d.max_rows, cfg.seed)
   fams = config_lib.families_for(cfg, ds.modality)
-  prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size)
+  prep = data_lib.prepare(ds, cfg.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size,
+                          linear="linear" in fams)
   return prep, fams
 
 

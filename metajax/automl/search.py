@@ -31,8 +31,9 @@ from metajax.automl.config import NEURAL as NN
 from metajax.automl.data import Prepared
 from metajax.runlog import atomic_write
 
-TREES = ("rf", "gbm")
-VIEW = {"mlp": "flat", "cnn": "image", "gru": "ids", "rf": "flat", "gbm": "flat"}
+TREES = ("rf", "gbm", "linear")  # scikit-learn estimators (`trees`)
+VIEW = {"mlp": "flat", "cnn": "image", "gru": "ids", "rf": "flat", "gbm": "flat",
+        "linear": "linear"}  # linear: TF-IDF n-grams for texts, else the flat features
 
 
 def score(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
@@ -215,12 +216,13 @@ class Executor:
         break
       est, secs, nbytes, reached = trees.grow(
           t.family, t.hp, self.cfg.seed + t.id, self.states.get(t.id), b,
-          self.cfg.search.trees_per_budget, self.prep.views["flat"][0], self.prep.y[0],
+          self.cfg.search.boost_per_budget if t.family == "gbm" else
+          self.cfg.search.trees_per_budget, self.prep.views[VIEW[t.family]][0], self.prep.y[0],
           stop=lambda: self.now() > self.deadline)
       if reached < b:  # stopped by the time budget part-way
         late, b = True, reached
       self.states[t.id] = est
-      prob = trees.predict_proba(est, self.prep.views["flat"][1], self.prep.num_classes)
+      prob = trees.predict_proba(est, self.prep.views[VIEW[t.family]][1], self.prep.num_classes)
       results[t.id] = (b, score(self.cfg.search.metric, yv, prob), [], secs, 0.0,
                        nbytes / 2**20)
       self.units += b - t.budget

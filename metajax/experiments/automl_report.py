@@ -234,8 +234,9 @@ def write(workdir, prep, cfg, ex, best, test, base, base_results, compiled=None,
       ("ul", prep.notes + [
           f"families searched: {', '.join(sorted({t.family for t in trials}))}",
           f"scheduler: {s.scheduler} (eta={s.eta}, budgets {s.min_budget:g}..{s.max_budget:g};"
-          f" budget = epochs for neural families, x{s.trees_per_budget} trees/iterations for "
-          "ensembles)",
+          f" budget = epochs for neural families, x{s.trees_per_budget} random-forest trees, "
+          f"x{s.get('boost_per_budget', s.trees_per_budget)} boosting iterations; the linear "
+          "family is fitted once)",
           f"sampler: {s.sampler}, {s.group_size} consecutive samples share architecture and "
           "batch size and train as one vmapped population; one compiled program per family "
           "covers every architecture and batch size (mlp: masked widths and depths)",
