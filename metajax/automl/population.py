@@ -309,11 +309,15 @@ class Programs:
     """Whether an epoch program of `arch` is compiled or compiling (for any P)."""
     return any(k[0] == ("epoch", arch) for k in self._cache)
 
-  def mean_compile_s(self) -> float:
-    """Mean seconds per epoch compile so far (0 before the first)."""
-    times = [f.result()[2] for k, f in list(self._cache.items())
-             if k[0][0] == "epoch" and f.done() and f.exception() is None]
-    return sum(times) / len(times) if times else 0.0
+  def ready(self, arch: Arch, timeout: float | None = None) -> bool:
+    """Waits up to `timeout` seconds (None: for ever) for `arch`'s init and epoch programs
+    started so far; whether they are all compiled (a failed compile counts: it raises later)."""
+    with self._lock:
+      futs = [f for k, f in self._cache.items() if k[0] in (("init", arch), ("epoch", arch))]
+    t0 = time.perf_counter()
+    done, pending = concurrent.futures.wait(futs, timeout)
+    self.wait_s += time.perf_counter() - t0
+    return not pending
 
   # ---- the programs; `abstract` args (prefetch) have the shapes and shardings of real ones
   def _init_args(self, arch: Arch, size: int):

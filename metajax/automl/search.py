@@ -232,14 +232,13 @@ class Executor:
       # one batch size per population where possible: an epoch loops for its largest count
       group.sort(key=lambda tb: (-int(self._member_hp(tb[0])["batch_size"]), tb[0].id))
       for c in range(0, len(group), P):
-        # a compile cannot be interrupted: do not start one the budget cannot pay for
+        t0, w0 = time.perf_counter(), self.programs.wait_s
+        # a compile cannot be interrupted: wait for it only while the budget lasts
         left = self.deadline - self.now()
-        if late or left <= 0 or (not self.programs.has_epoch(arch)
-                                 and left < self.programs.mean_compile_s()):
+        if late or left <= 0 or not self.programs.ready(arch, None if math.isinf(left) else left):
           late = True
           break
         members = group[c:c + P]
-        t0, w0 = time.perf_counter(), self.programs.wait_s
         new, curves, probs, nbytes = population.train_population(
             self.programs, arch, P, [self.cfg.seed * 100003 + t.id for t, _ in members],
             [self._member_hp(t) for t, _ in members], [self.states.get(t.id) for t, _ in members],
