@@ -14,6 +14,7 @@ EXPERIMENTS.register("automl", "metajax.experiments.automl:run")
 EXPERIMENTS.register("multimodal", "metajax.experiments.sort_of_clevr:run")
 EXPERIMENTS.register("hp_metalearn", "metajax.experiments.hp_metalearn:run")
 EXPERIMENTS.register("distill", "metajax.experiments.compress_distill:run")
+EXPERIMENTS.register("compress", "metajax.experiments.compress:run")
 
 
 def run(config, workdir: str):
