@@ -42,6 +42,13 @@ class AutoML:
   prior: learned learning rates (a dict, a list of configurations or a path:
   `metajax.automl.warmstart.load_prior`); the first rung samples learning rates around them.
   After fit, `warm_start_` says what was reused and from which datasets.
+
+  After the search (which `time_budget_s` bounds), `selection.finalize` picks the model: the
+  top configurations re-scored out of fold on small data, a greedy ensemble when it scores
+  better, a refit on train+validation (`selection_` says what it did; a `UserWarning` when the
+  rows cannot separate the top two). `best_['members']` lists the model's members.
+  Tables: a DataFrame's column names are the schema that `predict` checks (reordered columns
+  are matched by name; missing, extra or renamed ones are a DataError).
   """
 
   def __init__(self, time_budget_s: float = 60.0, metric: str = "accuracy",
