@@ -1,5 +1,5 @@
-"""AutoML compiles once per family: masked widths, depths and batch sizes equal the exact
-programs, the users' grid compiles one program, the persistent cache, progress lines."""
+"""AutoML compiles once per family: masked widths, depths and batch sizes (mlp, gru) equal
+the exact programs, the users' grid compiles one program, the persistent cache, progress lines."""
 
 import os
 import subprocess
@@ -18,23 +18,33 @@ def _programs():
   return population.Programs(parallel.make_mesh(1))
 
 
-def _embed(small, big, rename):
-  """`small` zero-padded into the shapes of `big` (dict keys renamed by `rename`)."""
+def _pad_gates(a, U):
+  """[..., 3u] (gate blocks r | z | n) -> [..., 3U], each block zero-padded."""
+  u = a.shape[-1] // 3
+  width = [(0, 0)] * (a.ndim - 1) + [(0, U - u)]
+  return np.concatenate([np.pad(a[..., g * u:(g + 1) * u], width) for g in range(3)], -1)
+
+
+def _embed(small, big, rename, gates=()):
+  """`small` zero-padded into the shapes of `big` (dict keys renamed by `rename`; leaves named
+  in `gates` have three gate blocks on their last axis)."""
 
   def pad(path, b):
-    node = small
+    node, name = small, None
     for p in path:
       k = getattr(p, "key", getattr(p, "name", getattr(p, "idx", None)))
       if isinstance(node, dict):
         k = rename.get(k, k)
         if k is None:  # a layer the small network does not have: zeros
           return np.zeros(b.shape, b.dtype)
-        node = node[k]
+        node, name = node[k], k
       else:
         node = getattr(node, k) if isinstance(k, str) else node[k]
     a = np.asarray(node)
     if a.ndim == 0:
       return a.astype(b.dtype)
+    if name in gates:
+      a = _pad_gates(a, b.shape[-1] // 3)
     return np.pad(a, [(0, B - s) for s, B in zip(a.shape, b.shape)]).astype(b.dtype)
 
   return jax.tree_util.tree_map_with_path(pad, big)
@@ -72,6 +82,35 @@ def test_masked_member_equals_its_exact_program():
     want = _embed(ma.state.params, mb.state.params, {"Dense_3": "Dense_2", "Dense_2": None})
     for x, y in zip(jax.tree.leaves(mb.state.params), jax.tree.leaves(want)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_gru_member_equals_its_exact_program():
+  """gru units are masked too: 8 units inside the program of 16 (batch 8 inside 16) follow the
+  program of exactly 8 units."""
+  rng = np.random.default_rng(0)
+  y = (np.arange(40) % 2).astype(np.int32)
+  ids = rng.integers(3, 20, size=(40, 6)).astype(np.int32)
+  ids[:, 0] = 1 + y
+  ids[::3, 4:] = 0  # padding
+  progs = _programs()
+  Xd, Yd = parallel.replicate(ids, progs.mesh), parallel.replicate(y, progs.mesh)
+  exact = population.Arch("gru", 1, 8, 8, (6,), 2, 5, 20)
+  big = population.Arch("gru", 1, 16, 16, (6,), 2, 2, 20)
+  hps = [dict(learning_rate=0.03, optimizer="adam", dropout=0.0, units=8, batch_size=8)]
+  start = population.unstack(jax.device_get(progs.init(
+      exact, np.array([4], np.uint32), population.hp_arrays(hps, exact))), 1)
+  fresh = population.unstack(jax.device_get(progs.init(
+      big, np.array([4], np.uint32), population.hp_arrays(hps, big))), 1)
+  wx = np.asarray(fresh[0].state.params["wx"])
+  assert (wx[8:] == 0).all() and (wx[:, 8:16] == 0).all() and (wx[:8, 16:24] != 0).all()
+  padded = [_embed(start[0], fresh[0], {}, gates=("wx", "wh", "b"))]
+  a, ca, pa, _ = population.train_population(progs, exact, 1, [4], hps, start, 2, Xd, Yd, Xd)
+  b, cb, pb, _ = population.train_population(progs, big, 1, [4], hps, padded, 2, Xd, Yd, Xd)
+  np.testing.assert_allclose(cb, ca, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(pb, pa, rtol=1e-5, atol=1e-6)
+  want = _embed(a[0].state.params, b[0].state.params, {}, gates=("wx", "wh", "b"))
+  for x, w in zip(jax.tree.leaves(b[0].state.params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(x, w, rtol=1e-5, atol=1e-6)
 
 
 def test_masked_init_keeps_the_smaller_networks_scale():

@@ -2,14 +2,15 @@
 
 A family is a registered `metajax.models` Linen module (`Arch.module`). An `Arch` is the
 static shape of one program: for `mlp` the largest (layers, units, batch size) of the
-search space, so every trial of the family shares it; `cnn` and `gru` keep layers and
-units structural (one program per width and depth) and share the batch size. Members are
+search space, so every trial of the family shares it; `gru` the largest units and batch
+size (it has one layer); `cnn` keeps layers and units structural (one program per width and
+depth: its pooling is not masked) and shares the batch size. Members are
 stacked along a leading population axis P into one `Member` pytree: a
 `metajax.state.TrainState` whose optimizer is `metajax.optim`'s 'switch' (adam | sgd |
 rmsprop picked per member by the traced `optimizer` index, the learning rate in log space
 and the weight decay in the optimizer state), plus each member's seed, dropout rate and its
-own layers, units and batch size as data. An mlp member's inactive layers and units are
-masked (`metajax.models.mlp.MLP`), so it computes exactly its smaller network.
+own layers, units and batch size as data. An mlp or gru member's inactive layers and units
+are masked (`MLP` / `GRU` with `active_*`), so it computes exactly its smaller network.
 
 Batch size as data: a member with batch b takes N // b steps per epoch (one pass over its
 shuffled training rows, the last partial batch dropped, as a program of exactly its size
@@ -55,7 +56,8 @@ OPTIMIZERS = tuple(optim.DEFAULTS["choices"])  # the per-member `optimizer` inde
 TX = optim.make_optimizer(dict(name="switch", choices=OPTIMIZERS))
 # Threefry makes init programs slow to compile at XLA's default optimisation level.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-MASKED = ("mlp",)  # families whose layers and units are per-member data (masked)
+# Families whose network size is per-member data (masked): which of (layers, units).
+MASKED = {"mlp": ("layers", "units"), "gru": ("units",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Arch:
   """Static shape of one population program (hashable: it keys the compile cache).
 
   layers, units, batch_size: the largest a member of the program may have (a member's own
-  are data: `Member.layers/units/batch_size`; for cnn and gru, layers and units are exact).
+  are data: `Member.layers/units/batch_size`; those a family does not mask are exact).
   in_shape: one example's shape ([D], [H, W, C] or [L] token ids); vocab: gru only.
   steps_per_epoch: N // batch_size, the epoch length of a member at the full batch size
   (a member with batch b takes N // b steps).
@@ -94,9 +96,10 @@ class Arch:
     raise ValueError(f"no neural family {self.family!r}")
 
   def module(self, dropout=0.0, layers=None, units=None):
-    """The Linen module; `dropout` (and for mlp the member's `layers`, `units`: masked
-    widths and depths) may be traced per-member values."""
-    extra = dict(active_layers=layers, active_units=units) if self.family in MASKED else {}
+    """The Linen module; `dropout` (and the member's `layers`, `units` where the family
+    masks them: `MASKED`) may be traced per-member values."""
+    size = dict(layers=layers, units=units)
+    extra = {f"active_{k}": size[k] for k in MASKED.get(self.family, ())}
     return models.make(self.family, dropout=dropout, **self.model_kwargs(), **extra)
 
   def spec(self, dropout: float = 0.0, layers: int | None = None,
@@ -152,7 +155,7 @@ def check_members(arch: Arch, hps: list[dict]) -> None:
   for h in hps:
     for k in STRUCTURE:
       v = int(h.get(k, getattr(arch, k)))
-      exact = k != "batch_size" and arch.family not in MASKED
+      exact = k != "batch_size" and k not in MASKED.get(arch.family, ())
       if v > getattr(arch, k) or (exact and v != getattr(arch, k)):
         raise ValueError(f"{k}={v} does not fit the {arch.family} program with {k}="
                          f"{getattr(arch, k)}" + (" (must be equal)" if exact else ""))

@@ -171,14 +171,15 @@ class Executor:
     return self._dev[k]
 
   def arch(self, t: Trial) -> population.Arch:
-    """The program trial `t` trains in: its family's largest batch size in the space (and
-    for mlp the largest layers and units; cnn, gru: the trial's own), never below the
-    trial's values (a warm-started configuration may lie outside the space)."""
+    """The program trial `t` trains in: its family's largest batch size in the space, and
+    the largest layers / units where the family masks them (`population.MASKED`: mlp both,
+    gru units; else the trial's own), never below the trial's values (a warm-started
+    configuration may lie outside the space)."""
     x = self.prep.views[VIEW[t.family]][0]
     top = lambda k, d: max(int(t.hp.get(k, d)), space_lib.upper(self.cfg.space, t.family, k, d))
-    layers, units = int(t.hp.get("layers", 1)), int(t.hp["units"])
-    if t.family in population.MASKED:
-      layers, units = top("layers", 1), top("units", units)
+    masked = population.MASKED.get(t.family, ())
+    layers = top("layers", 1) if "layers" in masked else int(t.hp.get("layers", 1))
+    units = top("units", int(t.hp["units"])) if "units" in masked else int(t.hp["units"])
     bs = min(top("batch_size", int(t.hp["batch_size"])), len(x))
     return population.Arch(
         t.family, layers, units, bs, tuple(x.shape[1:]), self.prep.num_classes,

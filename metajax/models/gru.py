@@ -8,11 +8,13 @@ Token id 0 is padding: it neither updates the hidden state nor counts in the mea
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax.models.mlp import dropout
+from metajax.models.mlp import _embedded, dropout
 
 
 class GRU(nn.Module):
@@ -21,19 +23,29 @@ class GRU(nn.Module):
   Gates r, z, n from x W_x + b and h W_h (3 * units columns each, in that order);
   n = tanh(x_n + r * h_n), h' = (1 - z) n + z h.
   dropout: rate on the embeddings and on the pooled state when `train` (float or traced).
+  active_units: None (all), or an int scalar (traced per population member): only the first
+    `active_units` embedding dimensions and hidden units live. Their weights are drawn at the
+    smaller network's fan-in and every other weight starts at 0; an inactive unit then stays 0
+    (its gates read only zeros, so h' = h / 2 from h = 0) and gets zero gradients, so the
+    network is GRU(units=active_units) zero-padded (tests/test_automl_compile.py).
   """
   num_outputs: int = 2
   vocab_size: int = 2000
   units: int = 64
   dropout: float = 0.0
+  active_units: Any = None
 
   @nn.compact
   def __call__(self, ids: jax.Array, train: bool = True) -> jax.Array:
     u = self.units
-    emb = self.param("emb", nn.initializers.normal(0.1), (self.vocab_size, u))
+    keep = None if self.active_units is None else (jnp.arange(u) < self.active_units).astype(
+        jnp.float32)
+    gates = None if keep is None else jnp.tile(keep, 3)  # columns r | z | n
+    emb = self.param("emb", _embedded(nn.initializers.normal(0.1), None, keep),
+                     (self.vocab_size, u))
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
-    wx = self.param("wx", fan_in, (u, 3 * u))
-    wh = self.param("wh", fan_in, (u, 3 * u))
+    wx = self.param("wx", _embedded(fan_in, keep, gates), (u, 3 * u))
+    wh = self.param("wh", _embedded(fan_in, keep, gates), (u, 3 * u))
     b = self.param("b", nn.initializers.zeros, (3 * u,))
     mask = (ids > 0).astype(jnp.float32)                          # [B, L]
     e = dropout(self, emb[ids], self.dropout, train)               # [B, L, U]
@@ -51,5 +63,5 @@ class GRU(nn.Module):
     _, hs = jax.lax.scan(cell, jnp.zeros((ids.shape[0], u), e.dtype), (xs, mask.T))
     pooled = hs.sum(0) / jnp.maximum(mask.sum(1, keepdims=True), 1.0)
     pooled = dropout(self, pooled, self.dropout, train)
-    return nn.Dense(self.num_outputs,
-                    kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(pooled)
+    out_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+    return nn.Dense(self.num_outputs, kernel_init=_embedded(out_init, keep, None))(pooled)

@@ -88,6 +88,9 @@ def _embedded(init: Callable, rows, cols) -> Callable:
   """A fan-in initialiser for a kernel [D, F] whose live part is rows x cols (0/1 masks [D],
   [F], None: all): drawn at the live fan-in's scale, zero elsewhere."""
 
+  if rows is None and cols is None:
+    return init
+
   def fn(key, shape, dtype=jnp.float32):
     w = init(key, shape, dtype)
     if rows is not None:
