@@ -172,7 +172,8 @@ def test_second_search_loads_its_programs_from_the_persistent_cache(tmp_path):
   run = lambda: subprocess.run([sys.executable, "-c", _CACHED, cache], capture_output=True,
                                text=True, timeout=300, cwd=ROOT)
   first, second = run(), run()
-  assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+  for r in (first, second):
+    assert r.returncode == 0, r.stderr[-2000:]
   n1, hits1 = map(int, first.stdout.split("RESULT")[1].split())
   n2, hits2 = map(int, second.stdout.split("RESULT")[1].split())
   assert n1 == n2 == 2 and hits1 == 0 and hits2 == 2

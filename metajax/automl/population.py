@@ -237,8 +237,9 @@ class Programs:
   """Compiled population programs, cached per (kind, arch, shapes); AOT so memory is known.
 
   `compiles` counts every compile (a load from JAX's persistent cache included: `cache_hits`);
-  `compiles_by[kind]` splits it into init / epoch / predict. `compile_s` sums the seconds spent compiling (in the background or not); `wait_s` the
-  seconds callers were blocked waiting for a compile (what the search paid).
+  `compiles_by[kind]` splits it into init / epoch / predict. `compile_s` sums the seconds
+  spent compiling (in the background or not); `wait_s` the seconds callers were blocked
+  waiting for a compile (what the search paid).
   """
 
   def __init__(self, mesh):
