@@ -62,13 +62,14 @@ def process_rows(global_rows: int, mesh: Mesh) -> slice:
   return slice(starts[0][0], starts[-1][1])
 
 
-def host_local_batch(tree, mesh: Mesh, global_rows: int):
+def host_local_batch(tree, mesh: Mesh, global_rows: int | None = None):
   """Global arrays split over `data` from this process's rows only (`process_rows`): every
-  leaf [rows_here, ...] becomes [global_rows, ...]."""
+  leaf [rows_here, ...] becomes [global_rows, ...] (default: rows_here x processes, as when
+  leaves of different lengths are each split evenly)."""
   sharding = batch_sharding(mesh)
+  shape = lambda x: None if global_rows is None else (global_rows,) + np.shape(x)[1:]
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(
-          sharding, np.asarray(x), (global_rows,) + np.shape(x)[1:]), tree)
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), shape(x)), tree)
 
 
 def _from_host(x, sharding: NamedSharding):
