@@ -23,6 +23,7 @@ import optax
 from metajax import data as datasets
 from metajax import optim, parallel, runlog, saved
 from metajax.compress import prune
+from metajax.compress import quantize as qz
 from metajax.compress import saved as csaved
 from metajax.data import sort_of_clevr as soc
 from metajax.data.episodes import EpisodeSpec
@@ -270,6 +271,8 @@ def measure(config, model: str, name: str, out_dir: str, loaded, one, many,
   params = loaded.params if hasattr(loaded, "params") else loaded.state.params
   row = {"model": model, "variant": name, "dir": out_dir,
          "bytes": os.path.getsize(os.path.join(out_dir, csaved.WEIGHTS)),
+         "array_bytes": int(sum(a.nbytes for a in qz.load_weights(
+             os.path.join(out_dir, csaved.WEIGHTS)).values())),
          "params": int(sum(x.size for x in jax.tree.leaves(params))),
          "nonzero": count_nonzero(params),
          "latency_b1_ms": 1e3 * median_latency(one, r),

@@ -11,6 +11,7 @@ The student's workdir loads with `metajax.load_trained` like any multimodal run.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import time
 from typing import Any
@@ -174,6 +175,23 @@ def write_card(workdir: str, student, teacher_card_: dict, steps_run: int, confi
       "distilled_from": os.path.abspath(tdir)})
 
 
+def cached_teacher_logits(workdir: str, tdir: str, compute) -> np.ndarray:
+  """`compute()`, kept in `<workdir>/teacher_logits.npz` with the teacher's checkpoint step
+  so that a resumed run skips it (several minutes on a loaded CPU)."""
+  path = os.path.join(workdir, "teacher_logits.npz")
+  step = checkpoint.latest_step(tdir)
+  if os.path.isfile(path):
+    with np.load(path) as z:
+      if int(z["teacher_step"]) == step:
+        return z["logits"]
+  logits = compute()
+  if jax.process_index() == 0:
+    buf = io.BytesIO()
+    np.savez(buf, logits=logits, teacher_step=np.int64(step))
+    runlog.atomic_write(path, buf.getvalue())
+  return logits
+
+
 def run(config, workdir: str) -> dict[str, Any]:
   """Distils `config.teacher` into the student `config.model`; writes report.md,
   results.json and model.json. Returns {'report', 'student', 'teacher', 'params'}."""
@@ -200,8 +218,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   runlog.say(f"distill: teacher logits on {data['train'].size:,} training questions "
              f"({'resumed' if resumed else 'new'} run) ...")
   tpredict = make_predict(teacher.model)
-  logits = distill.teacher_logits(tpredict, teacher.params, data["train"], mesh,
-                                  config.eval.batch_size)
+  logits = cached_teacher_logits(workdir, tdir, lambda: distill.teacher_logits(
+      tpredict, teacher.params, data["train"], mesh, config.eval.batch_size))
   state, predict = train_student(config, workdir, data, student, logits, mesh)
   write_card(workdir, student, card, int(state.step), config, tdir)
   test, bs = data["test"], config.eval.batch_size

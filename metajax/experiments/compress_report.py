@@ -21,12 +21,15 @@ def table(rows: list[dict], batch: int) -> list[str]:
   """Markdown rows: model, variant, size on disk, ratio to full, parameters (nonzero),
   latency per example at batch 1 and `batch`, accuracy."""
   full = {r["model"]: r for r in rows if r["variant"] == "full"}
-  out = [f"| model | variant | weights on disk (bytes) | vs full | parameters (nonzero) | "
+  out = [f"| model | variant | weights on disk (bytes) | full ÷ this | array bytes (full ÷ this) | "
+         f"parameters (nonzero) | "
          f"ms / example, batch 1 | ms / example, batch {batch} | test accuracy % |",
-         "|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     ratio = full[r["model"]]["bytes"] / r["bytes"] if r["model"] in full else float("nan")
-    out.append(f"| {r['model']} | {r['variant']} | {r['bytes']:,} | {ratio:.2f}x smaller | "
+    ref = full.get(r["model"], r)
+    out.append(f"| {r['model']} | {r['variant']} | {r['bytes']:,} | {ratio:.2f}x | "
+               f"{r['array_bytes']:,} ({ref['array_bytes'] / r['array_bytes']:.2f}x) | "
                f"{r['nonzero']:,} of {r['params']:,} | {r['latency_b1_ms']:.2f} | "
                f"{r[f'latency_b{batch}_ms_per_example']:.3f} | {_accuracy(r)} |")
   return out
@@ -42,7 +45,8 @@ def write_report(config, workdir: str, results: dict) -> str:
       f"Sources: {results['sources']}. Each variant is a compressed workdir loaded back with "
       "`metajax.load_trained` and measured there. Weights on disk: the bytes of its "
       "`weights.npz` (uncompressed numpy; int8: int8 weights with float32 per-channel "
-      "scales; pruned: bitmask + nonzero values). Latency: median of "
+      "scales; pruned: bitmask + nonzero values); array bytes: the arrays alone, without "
+      "the container's per-array headers. Latency: median of "
       f"{config.latency.repeats} calls after one warm-up call, on this machine's CPU: the "
       "multimodal model's `predict` on raw inputs (tokenizing and table encoding included), "
       f"the ProtoNet's jitted `learner.predict` of queries against a {config.protonet.ways}-way 1-example-per-class support set. "
