@@ -106,6 +106,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c.selection = ml_collections.ConfigDict(dict(
       top_k=5,               # candidates: the leaderboard's top configurations
       small_rows=2000,       # fewer train+validation rows: out-of-fold scores over holdouts
+      time_share=0.5,        # with a time budget: the holdouts' estimated share of it, at most
       ensemble=True,         # greedy ensemble selection (Caruana et al.), kept if it scores better
       ensemble_rounds=25,    # greedy additions, with replacement
       refit=True,            # retrain the chosen configuration(s) on train+validation

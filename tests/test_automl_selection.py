@@ -202,3 +202,15 @@ def test_tree_and_linear_spaces_build_estimators():
     assert trees.predict_proba(est, X, 2).shape == (60, 2)
     if fam == "gbm":
       assert est.max_features == pytest.approx(c["max_features"]) and est.max_iter == 4
+
+
+def test_holdouts_are_limited_to_what_the_time_budget_affords():
+  from metajax.automl.search import Trial
+  ts = [Trial(i, "rf", {}, history=[dict(budget=1.0, score=0.9, train_s=s)])
+        for i, s in enumerate((1.0, 1.0, 3.0, 0.5))]
+  keep, note = selection.affordable(ts, 4, seconds=12.0)  # 5 s each for the first two
+  assert [t.id for t in keep] == [0, 1] and note is None  # the third would exceed: stop there
+  keep, note = selection.affordable(ts, 4, seconds=30.0)
+  assert [t.id for t in keep] == [0, 1, 2, 3]
+  keep, note = selection.affordable(ts, 4, seconds=6.0)  # not even two: validation scores
+  assert keep == ts and "skipped" in note and "10.0 s" in note

@@ -7,7 +7,10 @@
      scored on its out-of-fold probabilities (every row held out at least once, by models that
      did not see it; a row held out twice gets the mean); otherwise on the validation split,
      by the search's own models. Each holdout has exactly the search's train and validation
-     sizes, so the neural families reuse the search's compiled programs.
+     sizes, so the neural families reuse the search's compiled programs. With a time budget,
+     only the leading candidates whose holdouts and refit (estimated from their training
+     seconds in the search) fit in `time_share` x the budget are re-scored (at least two, or
+     none: then validation scores, noted).
   3. Warning when those rows cannot separate the top two candidates: a paired per-row
      comparison (correct or not; per-row log-loss for `log_loss`) whose mean difference is
      within two standard errors of zero.
@@ -100,6 +103,25 @@ def holdouts(y: np.ndarray, n_val: int, seed: int) -> list[tuple[np.ndarray, np.
   return out
 
 
+def affordable(cands, k: int, seconds: float):
+  """The leading candidates whose k holdout trainings plus a refit (estimated from their
+  training seconds in the search) fit in `seconds`; (candidates, note) where the note says why
+  the holdouts are skipped when fewer than two fit (then all are scored on validation)."""
+  keep, total = [], 0.0
+  for t in cands:
+    cost = (k + 1) * t.cost_s
+    if total + cost > seconds:
+      break
+    keep.append(t)
+    total += cost
+  if len(keep) >= 2:
+    return keep, None
+  est = (k + 1) * sum(t.cost_s for t in cands[:2])
+  return cands, (f"out-of-fold re-scoring skipped: it would take about {est:.1f} s for the top "
+                 f"two alone, over time_share x time_budget_s = {seconds:.1f} s; scored on "
+                 "the validation split")
+
+
 def _rowwise(metric: str, y: np.ndarray, prob: np.ndarray) -> np.ndarray:
   """Per-row merit: correct (0/1), or minus the row's log-loss for `log_loss`."""
   if metric == "log_loss":
@@ -135,8 +157,13 @@ def finalize(ex: search.Executor) -> Final | None:
   n = len(y_all)
   info: dict[str, Any] = dict(rows=n, val_rows=len(prep.y[1]), notes=[], warnings=[])
   probs: dict[int, np.ndarray] = {}
-  if n < sel.small_rows:
-    splits = holdouts(y_all, len(prep.y[1]), cfg.seed)
+  splits = holdouts(y_all, len(prep.y[1]), cfg.seed) if n < sel.small_rows else []
+  if splits and cfg.search.time_budget_s:
+    cands, skipped = affordable(cands, len(splits), sel.time_share * cfg.search.time_budget_s)
+    if skipped:
+      info["notes"].append(skipped)
+      splits = []
+  if splits:
     total = {t.id: np.zeros((n, prep.num_classes)) for t in cands}
     seen = np.zeros(n)
     for f, (tr, va) in enumerate(splits):
