@@ -14,6 +14,7 @@ they are few and sensitive. Dequantized at load, so inference runs in float32 un
 from __future__ import annotations
 
 import io
+import json
 import os
 from typing import Any, Mapping
 
@@ -71,13 +72,34 @@ def dequantize(q: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
 
 
 def save_weights(path: str, arrays: Mapping[str, np.ndarray]) -> int:
-  """Writes {name: array} to one uncompressed .npz (atomically); returns its size in bytes."""
+  """Writes {name: array} to one uncompressed .npz (atomically); returns its size in bytes.
+
+  The arrays are packed into one flat buffer per dtype plus a JSON index (name, dtype,
+  shape, offset), so the file holds a handful of members rather than one per array: a
+  member's headers (~300 bytes) would otherwise be a sizeable part of a small model."""
+  index, buffers = [], {}
+  for name, a in arrays.items():
+    a = np.asarray(a)
+    parts = buffers.setdefault(a.dtype.str, [])
+    offset = sum(p.size for p in parts)
+    parts.append(a.ravel())
+    index.append([name, a.dtype.str, list(a.shape), offset])
+  members = {f"packed{i}": np.concatenate(parts) for i, parts in enumerate(buffers.values())}
+  dtypes = list(buffers)
+  members["index"] = np.frombuffer(json.dumps([dtypes, index]).encode(), np.uint8)
   buf = io.BytesIO()
-  np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+  np.savez(buf, **members)
   atomic_write(path, buf.getvalue())
   return os.path.getsize(path)
 
 
 def load_weights(path: str) -> dict[str, np.ndarray]:
+  """{name: array} of `save_weights`."""
   with np.load(path, allow_pickle=False) as z:
-    return {k: z[k] for k in z.files}
+    members = {k: z[k] for k in z.files}
+  if "index" not in members:  # one member per array
+    return members
+  dtypes, index = json.loads(members["index"].tobytes().decode())
+  packed = {d: members[f"packed{i}"] for i, d in enumerate(dtypes)}
+  return {name: packed[d][off:off + int(np.prod(shape))].reshape(shape)
+          for name, d, shape, off in index}
