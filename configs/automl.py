@@ -10,6 +10,12 @@ report.html, metrics.jsonl, result.json, the resumable search state, and the sel
 (model.json + model.pkl: `metajax.load_trained(workdir).predict(X)`). Rerunning the same
 command resumes without redoing finished rungs. `:tiny`: iris, six trials, seconds.
 
+After the search, `selection` picks the final model: on small data (< 2,000 train+validation
+rows) the top 5 configurations are re-scored out of fold over holdouts of train+validation, a
+greedy ensemble is kept if it scores better, and the result is refit on train+validation; the
+report warns when the rows cannot separate the top two configurations (on breast_cancer they
+usually cannot).
+
 Every run records its trials in the experience store (`store_path`) and, before searching,
 reads it: the best configurations of the nearest past datasets fill part of the first rung
 (`search.warm_*`; report.md and result.json say what was reused, from which datasets);

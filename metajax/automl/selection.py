@@ -141,7 +141,8 @@ def separation(metric: str, y, probs: dict, scores: dict, where: str) -> str | N
   return (f"the {where} ({len(y)} rows) is too small to separate the top configurations: "
           f"trial {a} scores {scores[a]:.4f} and trial {b} {scores[b]:.4f} on {metric}, a "
           f"per-row difference of {d.mean():+.4f} with standard error {se:.4f}; the choice "
-          "between them is close to chance, and their validation scores overstate test ones")
+          "between them is close to chance, and the winner's score, a maximum over near-ties, "
+          "is optimistic")
 
 
 def finalize(ex: search.Executor) -> Final | None:
