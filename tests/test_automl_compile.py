@@ -194,3 +194,15 @@ def test_prefetch_compiles_in_the_background_and_is_reused():
                                                 Xd, Yd, Xd)
   assert np.isfinite(curves).all()
   assert dict(progs.compiles_by) == {"init": 1, "epoch": 1}  # the prefetched ones, reused
+
+
+def test_compile_cache_that_is_a_file_is_a_config_error(tmp_path):
+  import pytest
+  from metajax.errors import ConfigError
+  c = config_lib.default_config()
+  c.compile_cache = str(tmp_path / "file")
+  open(c.compile_cache, "w").close()
+  with pytest.raises(ConfigError, match="compile_cache.*must be a directory"):
+    config_lib.validate(c)
+  c.compile_cache = ""  # off
+  config_lib.validate(c)
