@@ -2,7 +2,9 @@
 
 `use(path)` points JAX's on-disk cache at `path` ('' turns it off) with both thresholds at
 their minimum (`jax_persistent_cache_min_compile_time_secs` 0, `..._min_entry_size_bytes` -1),
-so the small programs an AutoML search compiles on CPU are kept too. JAX decides once per
+so the small programs an AutoML search compiles on CPU are kept too, and (when `filelock` is
+installed, which JAX needs for it) a size cap of `MAX_BYTES` with least-recently-used eviction,
+under a file lock, so concurrent searches write safely. JAX decides once per
 process whether it uses a cache; `use` resets that decision whenever the path changes, so it
 must be called before the compiles it should cover (the search calls it first).
 
@@ -12,6 +14,7 @@ the user's own cache directory).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 
@@ -19,6 +22,7 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 DEFAULT_DIR = "~/.cache/metajax/jax_compilation_cache"
+MAX_BYTES = 1 << 30
 _current: str | None = None
 _local = threading.local()  # per thread: compiles served by the cache (JAX's own event)
 
@@ -52,6 +56,8 @@ def use(path: str) -> str:
   jax.config.update("jax_compilation_cache_dir", path or None)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  if importlib.util.find_spec("filelock") is not None:
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   compilation_cache.reset_cache()  # JAX checks the directory once; make it look again
   _current = path
   return path
