@@ -157,9 +157,13 @@ def main() -> None:
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)
   p.add_argument("--timeout", type=float, default=30)
+  p.add_argument("--compile_cache", default="")
   a = p.parse_args()
   if a.coordinator:
     distributed.initialize(a.coordinator, a.num_processes, a.process_id, timeout_s=a.timeout)
+  if a.compile_cache:  # launches of one topology share their compiled programs
+    from metajax import compile_cache
+    compile_cache.use(a.compile_cache)
   from metajax import runlog
   runlog.set_quiet(True)
   for task in a.tasks:
