@@ -214,3 +214,16 @@ def test_holdouts_are_limited_to_what_the_time_budget_affords():
   assert [t.id for t in keep] == [0, 1, 2, 3]
   keep, note = selection.affordable(ts, 4, seconds=6.0)  # not even two: validation scores
   assert keep == ts and "skipped" in note and "10.0 s" in note
+
+
+def test_large_data_path_scores_on_validation_and_still_refits():
+  df, y = _table()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    m = AutoML(**dict(FAST, small_rows=0)).fit(df, y)  # every table counts as large
+  s = m.selection_
+  assert s["method"].startswith("validation score") and s["folds"] == 0
+  ids = [r["id"] for r in m.leaderboard if r["val_score"] is not None][:3]
+  # on validation, each candidate's score is its search score (the search's own models)
+  assert all(s["scores"][i] == pytest.approx(m._ex.trials[i].score) for i in ids)
+  assert s["refit"] == f"refit on train+validation ({len(m.prep.y[0]) + len(m.prep.y[1])} rows)"

@@ -145,6 +145,38 @@ def separation(metric: str, y, probs: dict, scores: dict, where: str) -> str | N
           "is optimistic")
 
 
+def _out_of_fold(ex, views, y_all, cands, splits) -> dict[int, np.ndarray]:
+  """Candidate id -> out-of-fold probabilities [N, C] over train+validation (rows held out
+  twice: the mean), each holdout's models trained from scratch; diverged candidates left out."""
+  prep = ex.prep
+  total = {t.id: np.zeros((len(y_all), prep.num_classes)) for t in cands}
+  seen = np.zeros(len(y_all))
+  for f, (tr, va) in enumerate(splits):
+    sub = _train(ex, _subset(prep, views, y_all, tr, va), cands, f"holdout{f}")
+    seen[va] += 1
+    for t in cands:
+      total[t.id][va] += (sub.predict_proba(sub.trials[t.id], sub.prep.views[
+          search.VIEW[t.family]][1]) if t.id in sub.states else np.nan)
+  return {i: (p / seen[:, None]).astype(np.float32) for i, p in total.items()
+          if np.isfinite(p).all()}
+
+
+def _validation(ex, cands) -> dict[int, np.ndarray]:
+  """Candidate id -> validation probabilities of the search's models (those a resumed search
+  no longer holds are trained again on the training split)."""
+  prep = ex.prep
+  gone = [t for t in cands if t.id not in ex.states]
+  again = _train(ex, prep, gone, "rescore") if gone else None
+  out = {}
+  for t in cands:
+    x = prep.views[search.VIEW[t.family]][1]
+    if t.id in ex.states:
+      out[t.id] = ex.predict_proba(t, x)
+    elif t.id in again.states:
+      out[t.id] = again.predict_proba(again.trials[t.id], x)
+  return out
+
+
 def finalize(ex: search.Executor) -> Final | None:
   """Selects, optionally ensembles and refits the search's final model (module docstring).
   None when no trial finished."""
@@ -157,7 +189,6 @@ def finalize(ex: search.Executor) -> Final | None:
   views, y_all = _stacked(prep)
   n = len(y_all)
   info: dict[str, Any] = dict(rows=n, val_rows=len(prep.y[1]), notes=[], warnings=[])
-  probs: dict[int, np.ndarray] = {}
   splits = holdouts(y_all, len(prep.y[1]), cfg.seed) if n < sel.small_rows else []
   if splits and cfg.search.time_budget_s:
     cands, skipped = affordable(cands, len(splits), sel.time_share * cfg.search.time_budget_s)
@@ -165,31 +196,14 @@ def finalize(ex: search.Executor) -> Final | None:
       info["notes"].append(skipped)
       splits = []
   if splits:
-    total = {t.id: np.zeros((n, prep.num_classes)) for t in cands}
-    seen = np.zeros(n)
-    for f, (tr, va) in enumerate(splits):
-      sub = _train(ex, _subset(prep, views, y_all, tr, va), cands, f"holdout{f}")
-      seen[va] += 1
-      for t in cands:
-        p = (sub.predict_proba(sub.trials[t.id], sub.prep.views[search.VIEW[t.family]][1])
-             if t.id in sub.states else np.nan)
-        total[t.id][va] += p
-    probs = {i: (p / seen[:, None]).astype(np.float32) for i, p in total.items()
-             if np.isfinite(p).all()}
+    probs = _out_of_fold(ex, views, y_all, cands, splits)
     k = len(splits)
     y_sel, where = y_all, f"out-of-fold prediction over {k} holdouts of train+validation"
     info.update(method=f"{k} stratified holdouts covering train+validation (fewer than "
                 f"{sel.small_rows} rows), out-of-fold scores of the top {len(cands)} "
                 "configurations", folds=k)
   else:
-    gone = [t for t in cands if t.id not in ex.states]
-    again = _train(ex, prep, gone, "rescore") if gone else None
-    for t in cands:
-      if t.id in ex.states:
-        probs[t.id] = ex.predict_proba(t, prep.views[search.VIEW[t.family]][1])
-      elif t.id in again.states:
-        probs[t.id] = again.predict_proba(again.trials[t.id],
-                                          prep.views[search.VIEW[t.family]][1])
+    probs = _validation(ex, cands)
     y_sel, where = prep.y[1], "validation split"
     info.update(method=f"validation score of the top {len(cands)} configurations", folds=0)
   scores = {i: search.score(metric, y_sel, p) for i, p in probs.items()}
