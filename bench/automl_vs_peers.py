@@ -287,9 +287,9 @@ def main():
 
 
 def table(results) -> str:
-  rows = ["| dataset | rows tr/va/te | metajax test (search pick) | best peer test (who) | metajax val | "
-          "best peer val (who) | metajax t→peer val (s) | peer t→its val (s) | wall s: metajax, "
-          "then each peer |", "|" + "---|" * 9]
+  rows = ["| dataset | rows tr/va/te | metajax test (search pick) | best peer test (who) | "
+          "metajax val | best peer val (who) | metajax t→peer val (s) | peer t→its val (s) | "
+          "wall s: metajax, then each peer |", "|" + "---|" * 9]
   for name, r in results.items():
     meta = r["_meta"]
     peers = [k for k in r if k not in ("metajax", "_meta")]
