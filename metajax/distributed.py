@@ -109,7 +109,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   elif num_processes is not None:
     raise ConfigError("--coordinator_address", None, "num_processes and process_id need it",
                       "HOST:PORT of process 0, or none of the three (auto-detection)")
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only
+  try:  # cross-process collectives of CPU devices (GPUs and TPUs use their own)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  except (AttributeError, KeyError, ValueError):  # a JAX without the option: its default
+    pass
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=int(max(timeout_s, 1)))
