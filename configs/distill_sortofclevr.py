@@ -36,9 +36,9 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   # Loss: alpha * T^2 KL(teacher_T || student_T) + (1 - alpha) * CE(labels); a student
   # larger than max_param_fraction of the teacher is refused before training.
   c.distill = dict(temperature=2.0, alpha=0.7, max_param_fraction=0.25)
-  c.optimizer = common.optimizer("adamw", 2e-3, weight_decay=1e-4, clip_norm=1.0,
+  c.optimizer = common.optimizer("adamw", 1e-3, weight_decay=1e-4, clip_norm=1.0,
                                  schedule="wsd", warmup_steps=200, decay_fraction=0.2)
-  c.train = common.train(3500, log_every=50, checkpoint_every=500, batch_size=128,
+  c.train = common.train(6000, log_every=50, checkpoint_every=500, batch_size=128,
                          questions_per_image=8, regression_weight=10.0, colour_curriculum=200,
                          eval_every=1000, eval_questions=4400)
   c.eval = dict(batch_size=500)
