@@ -78,9 +78,10 @@ def check_config(config) -> None:
 
 # --- measuring ----------------------------------------------------------------------------
 def median_latency(fn: Callable[[], Any], repeats: int) -> float:
-  """Median seconds of `fn()` (blocked until ready) over `repeats` calls after one warm-up
-  call (which compiles)."""
-  jax.block_until_ready(fn())
+  """Median seconds of `fn()` (blocked until ready) over `repeats` calls after three warm-up
+  calls (the first compiles)."""
+  for _ in range(3):
+    jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ def write_report(config, workdir: str, results: dict) -> str:
       "`weights.npz` (uncompressed numpy; int8: int8 weights with float32 per-channel "
       "scales; pruned: bitmask + nonzero values); array bytes: the arrays alone, without "
       "the container's per-array headers. Latency: median of "
-      f"{config.latency.repeats} calls after one warm-up call, on this machine's CPU: the "
+      f"{config.latency.repeats} calls after three warm-up calls, on this machine's CPU: the "
       "multimodal model's `predict` on raw inputs (tokenizing and table encoding included), "
       f"the ProtoNet's jitted `learner.predict` of queries against a {config.protonet.ways}-way 1-example-per-class support set. "
       "Accuracy: "
