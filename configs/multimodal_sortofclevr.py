@@ -59,11 +59,11 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                          stop_at=0.0, eval_every=500, eval_questions=4400)
   # Evaluation, free to change on resume: batch size; baselines trained after the main model
   # (steps 0: skip, -1: as many as the main model trained): late fusion with the same
-  # encoder size, and the same model trained on a subset of the modalities; ProtoNet
-  # few-shot on the fused embeddings (episodes 0: skip).
+  # encoder size, and the same model trained on a subset of the modalities; few-shot
+  # (episodes 0: skip), also alone on a finished run: configs/multimodal_fewshot.py.
   c.eval = dict(batch_size=500, late_fusion_steps=2000,
                 ablations=("image+text", "text+table", "text only", "image only"),
-                ablation_steps=2000, fewshot=dict(ways=5, shots=5, queries=5, episodes=500))
+                ablation_steps=2000, fewshot=fewshot_config())
 
   if mode == "tiny":
     c.data.update(num_train=40, num_test=20, num_val=10)
@@ -74,5 +74,24 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
                    log_every=2, eval_every=2, checkpoint_every=2, eval_questions=40)
     c.eval.update(batch_size=64, late_fusion_steps=2, ablations=("text only",),
                   ablation_steps=2)
-    c.eval.fewshot.update(ways=3, shots=2, queries=2, episodes=4)
+    c.eval.fewshot = fewshot_config("tiny")
   return c
+
+
+def fewshot_config(mode: str = "") -> ml_collections.ConfigDict:
+  """eval.fewshot: ProtoNet episodes (ways-way, shots and 1 shot, queries per class) on the
+  colour of the closest object, test split, for the frozen fused embeddings and an episodic
+  head (metajax/multimodal/episodic_head.py; head.steps 0: skip). The head fine-tunes the
+  last tune_blocks encoder blocks (+ an MLP to proj_dim, 0: none) with the ProtoNet loss on
+  meta_batch episodes per step of `colours` synthetic colours (each >= min_distance in RGB
+  from the six real ones) painted on examples_per_class training scenes each."""
+  fs = ml_collections.ConfigDict(dict(
+      ways=5, shots=5, queries=5, episodes=600,
+      head=dict(steps=600, tune_blocks=2, proj_dim=32, meta_batch=4, colours=30,
+                examples_per_class=60, min_distance=80.0, log_every=50,
+                optimizer=common.optimizer("adam", 1e-3))))
+  if mode == "tiny":
+    fs.update(ways=3, shots=2, queries=2, episodes=4)
+    fs.head.update(steps=2, tune_blocks=1, meta_batch=1, colours=3, examples_per_class=8,
+                   log_every=1)
+  return fs

@@ -23,7 +23,7 @@ from metajax.meta.protonet import prototypes
 from metajax.multimodal import (ModelConfig, MultimodalTransformer, Preprocessor, TableSchema,
                                 check_batch, check_values, encode, example_batch, load_tokenizer,
                                 train_tokenizer)
-from metajax.multimodal import fewshot, steps
+from metajax.multimodal import episodic_head, fewshot, steps
 from metajax.state import TrainState
 
 TINY = ModelConfig(image_shape=(75, 75, 3), patch=15, vocab_size=256, max_text_len=16,
@@ -442,6 +442,48 @@ def test_protonet_separates_separable_classes_and_not_noise():
     fewshot.check_episodes(labels, 6, 5, (1, 16), 5, 8, "test (closest)")
 
 
+def test_episodic_head_starts_as_the_trained_blocks():
+  """Features entering block depth-k, through a head holding the model's last k blocks and
+  norm, give back the model's fused embedding: fine-tuning starts from the trained model."""
+  cfg = ModelConfig(**{**TINY.__dict__, "depth": 2, "stem": "patch", "text_condition": "cls"})
+  model = MultimodalTransformer(cfg)
+  batch = example_batch(cfg, 3)
+  params = model.init(jax.random.key(0), batch)["params"]
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), params)
+  want = model.apply({"params": params}, batch)["embedding"]
+  for k in (1,):  # the input of the last block of two
+    x = episodic_head.features(model, params, {**batch, "answer": 0}, k)  # extra keys ignored
+    assert x.shape == (3, 1 + cfg.num_patches + 16 + 3 * 5, cfg.dim + 1)
+    head = episodic_head.EpisodicHead(episodic_head.HeadSpec.of(cfg, k))
+    hp = episodic_head.from_trained(head.init(jax.random.key(2), x)["params"], params, 2, k)
+    np.testing.assert_allclose(head.apply({"params": hp}, x), want, atol=1e-5)
+
+
+def test_episodic_head_meta_trains_to_beat_chance_on_held_out_classes(tmp_path):
+  """Class identity lies in 2 of 16 dimensions, swamped by noise in the others: ProtoNet on
+  the raw vectors is near chance; a head meta-trained on 40 classes finds the 2 dimensions
+  and separates 10 held-out classes it never saw."""
+  import ml_collections
+  rng = np.random.default_rng(0)
+  centres = np.concatenate([rng.normal(size=(50, 1, 2)) * 3, np.zeros((50, 1, 14))], -1)
+  x = (centres + np.concatenate([rng.normal(size=(50, 20, 2)) * 0.3,
+                                 rng.normal(size=(50, 20, 14)) * 6], -1)).astype(np.float32)
+  train, held = x[:40], x[40:]
+  cfg = ml_collections.ConfigDict(dict(
+      steps=150, tune_blocks=0, proj_dim=8, meta_batch=4, examples_per_class=20, log_every=50,
+      optimizer=dict(name="adam", learning_rate=3e-3)))
+  sizes = ModelConfig(heads=2, mlp_dim=32, depth=1)
+  head, state = episodic_head.train_head(cfg, sizes, {}, train, 5, 5, 5, str(tmp_path), 0)
+  spec = EpisodeSpec(ways=5, shots=5, queries=5, batch=200)
+  frozen = float(fewshot.episode_accuracy(jax.random.key(1), jnp.asarray(held), spec).mean())
+  tuned = float(episodic_head.accuracy(head, state.params, held, spec, jax.random.key(1)).mean())
+  assert frozen < 0.45 and tuned > frozen + 0.25 and tuned > 0.6, (frozen, tuned)
+  assert [r["step"] for r in runlog.read_metrics(str(tmp_path))] == [50, 100, 150]
+  # Resumed: the finished head comes back from its checkpoint, nothing retrained.
+  _, again = episodic_head.train_head(cfg, sizes, {}, train, 5, 5, 5, str(tmp_path), 0)
+  assert int(again.step) == 150 and len(runlog.read_metrics(str(tmp_path))) == 3
+
+
 # --- a tiny training run beats chance, through the library step ----------------------------
 def test_tiny_training_run_beats_chance():
   """Which question is asked decides which modality answers it: 'colour?' (token 1) is the
@@ -499,14 +541,16 @@ def test_wsd_schedule_and_the_optimizer_of_the_old_multimodal_trainer():
 
 
 # --- the Sort-of-CLEVR driver: config checks, one shared tiny run, the saved model ---------
-def _tiny():
+def _config(name: str = "multimodal_sortofclevr.py"):
   import importlib.util
   spec = importlib.util.spec_from_file_location(
-      "mm_cfg", os.path.join(os.path.dirname(__file__), "..", "configs",
-                             "multimodal_sortofclevr.py"))
+      "mm_cfg", os.path.join(os.path.dirname(__file__), "..", "configs", name))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.get_config("tiny")
+
+
+_tiny = _config
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -523,7 +567,10 @@ def _tiny():
     ("optimizer.schedule", "linear", "optimizer.schedule.*'wsd'"),
     ("model.depht", 2, "model.depht.*no such argument"), ("data.name", "glyphs", "data.name"),
     ("text.tokenizer", "/nonexistent", "no tokenizer directory"),
-    ("eval.fewshot.shots", 99, "eval.fewshot.shots.*closest"),
+    ("eval.fewshot.shots", 99, "eval.fewshot.head.examples_per_class.*shots \\+ queries"),
+    ("eval.fewshot.head.tune_blocks", 2, "encoder has 1 blocks"),
+    ("eval.fewshot.head.colours", 2, "3-way"), ("eval.fewshot.head.min_distance", 400.0,
+                                                "colours lie 400.0"),
     ("data.table_rows", 7, "6 objects")])
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, key, value, match):
   c = _tiny()
@@ -616,7 +663,8 @@ def test_results_json_is_strict_and_groups_weigh_their_families(tiny_run):
   assert set(res["accuracy"]) >= {"image+text+table", "text only"}
   full = res["accuracy"]["image+text+table"]
   assert {f"family/{f}" for f in soc.FAMILIES} <= set(full)
-  assert set(res["fewshot"]) == {"trained/1", "trained/2", "random init/1", "random init/2"}
+  assert set(res["fewshot"]) == {f"{e}/{k}" for e in ("trained", "random init", "episodic head")
+                                 for k in (1, 2)}
   # The group accuracy is the question-weighted mean of its families' accuracies.
   test = soc.load(c.data.data_dir, c.data.num_train, c.data.num_test, c.seed, c.data.table_rows,
                   c.data.num_val)["test"]
@@ -627,6 +675,30 @@ def test_results_json_is_strict_and_groups_weigh_their_families(tiny_run):
   # A group without questions is NaN in the metrics, null in results.json (strict JSON).
   assert driver.report.strict({"a": float("nan"), ("x", 1): [1.0, float("inf")]}) == {
       "a": None, "x/1": [1.0, None]}
+
+
+def test_fewshot_of_a_finished_run_reads_it_and_writes_its_own_workdir(tiny_run, tmp_path):
+  """configs/multimodal_fewshot.py: few-shot of a finished run from its checkpoint, without
+  retraining it or writing into it; rerun, the head resumes from its own checkpoint."""
+  from metajax.experiments import sort_of_clevr_fewshot as few
+  c, workdir, _, _ = tiny_run
+  before = _tree(workdir)
+  fc = _config("multimodal_fewshot.py")
+  fc.trained, fc.data_dir = workdir, c.data.data_dir
+  out = few.run(fc, str(tmp_path / "fs"))
+  assert set(out["fewshot"]) == {(e, k) for e in ("trained", "random init", "episodic head")
+                                 for k in (1, 2)}
+  assert all(0 <= m <= 1 for m, _ in out["fewshot"].values())
+  assert "episodic head" in open(out["report"]).read()
+  head = few.head_dir(str(tmp_path / "fs"), fc.eval.fewshot.head)
+  rows = runlog.read_metrics(head)
+  assert [r["step"] for r in rows] == [1, 2]
+  assert few.run(fc, str(tmp_path / "fs"))["fewshot"] == out["fewshot"]
+  assert runlog.read_metrics(head) == rows  # resumed, not retrained
+  assert _tree(workdir) == before
+  fc.trained = str(tmp_path / "fs")
+  with pytest.raises(ConfigError, match="holds no model.json"):
+    few.run(fc, str(tmp_path / "fs2"))
 
 
 def _tree(path):

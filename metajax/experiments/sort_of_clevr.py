@@ -20,6 +20,7 @@ import numpy as np
 from metajax import checkpoint, models, optim, parallel, runlog, saved
 from metajax.data import sort_of_clevr as soc
 from metajax.errors import ConfigError, require_in, require_positive
+from metajax.experiments import sort_of_clevr_fewshot as few
 from metajax.experiments import sort_of_clevr_report as report
 from metajax.multimodal import fewshot, steps
 from metajax.multimodal.inputs import TableSchema
@@ -86,35 +87,7 @@ def check_config(config) -> None:
     raise ConfigError("text.tokenizer", config.text.tokenizer, "no tokenizer directory there",
                       "'' (train one on the questions) or a save_pretrained directory")
   models.from_config(config.model, **model_fields(config, 1))  # validates every model field
-  fs = e.fewshot
-  if fs.episodes:
-    require_positive(config, "eval.fewshot.ways", "eval.fewshot.shots", "eval.fewshot.queries")
-    if fs.ways > len(soc.COLOURS):
-      raise ConfigError("eval.fewshot.ways", fs.ways, "there are 6 colour classes", "1..6")
-
-
-def closest_questions(d: dict) -> tuple[np.ndarray, np.ndarray]:
-  """The few-shot task: indices of the 'closest' questions of split `d` and the colour of
-  each closest object (never a training answer: classes seen only in the support set)."""
-  idx = np.flatnonzero(d["q_family"] == soc.FAMILIES.index("closest"))
-  return idx, d["q_target"][idx]
-
-
-def fewshot_closest_colour(config, model, params, predict, test: soc.Split, mesh):
-  """{(embedding, shots): (mean, ci95)}: ProtoNet on the fused embeddings of the trained model
-  and of a random init (the floor an untrained encoder gives); None when switched off."""
-  fs = config.eval.fewshot
-  if not fs.episodes:
-    return None
-  idx, labels = closest_questions(test.d)
-  fresh = model.init(jax.random.key(config.seed + 1), example_batch(model.cfg))["params"]
-  out = {}
-  for name, p in (("trained", params), ("random init", fresh)):
-    emb = evaluate(predict, p, test, mesh, config.eval.batch_size, indices=idx)[1]
-    out.update({(name, k): v for k, v in fewshot.protonet_accuracy(
-        jax.random.key(config.seed), emb, labels, len(soc.COLOURS), fs.ways, (1, fs.shots),
-        fs.queries, fs.episodes).items()})
-  return out
+  few.check(e.fewshot, config.model)
 
 
 # --- data: scenes and tokenized questions -------------------------------------------------
@@ -258,7 +231,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   raw = soc.load(d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows, d.num_val)
   fs = config.eval.fewshot
   if fs.episodes:  # the test split must hold the episodes: checked before training
-    fewshot.check_episodes(closest_questions(raw["test"])[1], len(soc.COLOURS), fs.ways,
+    fewshot.check_episodes(few.closest_questions(raw["test"])[1], len(soc.COLOURS), fs.ways,
                            (1, fs.shots), fs.queries, fs.episodes,
                            "test ('closest' questions per colour)", prefix="eval.fewshot.")
   # Workdir: a new run, or this config resumed (more train.steps, other eval.* allowed).
@@ -311,7 +284,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         apredict, astate.params, test, mesh, bs, present=SUBSETS[name])[0]})
   if fs.episodes:
     runlog.say(f"few-shot on fused embeddings: {fs.episodes} episodes per setting ...")
-  fs_results = fewshot_closest_colour(config, model, state.params, predict, test, mesh)
+  fs_results = few.fewshot_eval(config, model, state.params, data["train"], test, workdir)
   n_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
   path = report.write_report(config, workdir, model.cfg, accuracy, late, fs_results, n_params,
                              ablations)

@@ -125,13 +125,8 @@ def write_report(config, workdir, mcfg, accuracy, late, fs, n_params, ablations=
                   ([["image+text+table (this run, validation split)", steps[0]] +
                     [pct(main_row[f"eval/{g}"]) for g in GROUPS + ("all",)]] if main_row else []))]
   if fs:
-    f = config.eval.fewshot
-    lines += ["", "## Few-shot on fused embeddings (ProtoNet head)", "",
-              f"{f.ways}-way K-shot, {f.queries} queries per class, {f.episodes} episodes over "
-              "the test 'closest' questions: name the colour of the closest object (colours "
-              f"are never a training answer). Chance is {100 / f.ways:.0f}%.", "",
-              report.md_table(["embedding", "shots", "accuracy (%)", "95% CI"],
-                              [[e, k, pct(m), pct(c)] for (e, k), (m, c) in fs.items()])]
+    from metajax.experiments.sort_of_clevr_fewshot import table
+    lines += [""] + table(config.eval.fewshot, fs)
   curves = {g: [(s, 100 * v) for s, v in runlog.summarise(rows, f"eval/{g}")] for g in GROUPS}
   acc_png = report.plot_curves(os.path.join(workdir, "accuracy.png"), curves,
                                xlabel="training step", ylabel="validation accuracy (%)",
