@@ -13,8 +13,9 @@ late-fusion baseline and the ablations trained without the image far below it.
 Results: BUILD_NOTES.md.
 
 Writes report.md (accuracy beside the published CNN+RN and CNN+MLP, test-time modality
-ablations, early vs late fusion, trained ablations, ProtoNet few-shot on fused
-embeddings), results.json, and model.json (`metajax.load_trained(workdir)` answers raw
+ablations, early vs late fusion, trained ablations, few-shot colour of the closest object:
+ProtoNet on the frozen fused embeddings and on an episodically meta-trained head),
+results.json, and model.json (`metajax.load_trained(workdir)` answers raw
 images, questions and tables). Rerunning with the same workdir resumes from the latest
 checkpoint; a different config is refused naming the keys, except more train.steps and
 any eval.* setting (the baselines train after the main model in their own
