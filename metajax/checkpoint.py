@@ -72,6 +72,18 @@ def restore_or(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | None
   return _restore(mngr, step, state, os.path.dirname(str(mngr.directory))), step
 
 
+def resume(workdir: str, state: Any, label: str) -> tuple[ocp.CheckpointManager, Any, int]:
+  """(writing manager, state, start step) for a training loop: the latest checkpoint of
+  `workdir` restored into `state`'s structure (start 0 in a fresh workdir), said when resumed."""
+  from metajax import runlog
+  mngr = manager(workdir)
+  state, restored = restore_or(mngr, state)
+  start = int(restored or 0)
+  if restored is not None:
+    runlog.say(f"metajax: {label}: resumed from step {start} in {workdir}")
+  return mngr, state, start
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> None:
   mngr.save(step, args=ocp.args.StandardSave(state), force=force)
 

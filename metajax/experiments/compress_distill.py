@@ -119,11 +119,7 @@ def train_student(config, workdir: str, data, student, logits: np.ndarray, mesh)
                     in_shardings=(repl, shard, repl), out_shardings=(repl, repl),
                     donate_argnums=0)
   predict = make_predict(student)
-  mngr = checkpoint.manager(workdir)
-  state, restored = checkpoint.restore_or(mngr, state)
-  start = int(restored or 0)
-  if restored is not None:
-    runlog.say(f"metajax: distill: resumed from step {start} in {workdir}")
+  mngr, state, start = checkpoint.resume(workdir, state, "distill")
   writer = runlog.MetricWriter(workdir, resume_step=start)
   train_split, held = data["train"], data["val"]
   eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]

@@ -217,11 +217,7 @@ def run(config, workdir: str) -> dict:
   # State: fresh, or the latest checkpoint in the workdir.
   k_init, k_train, k_val, k_test = jax.random.split(jax.random.key(config.seed), 4)
   state = jax.jit(learner.init, out_shardings=repl)(k_init, sample_train(k_init))
-  mngr = checkpoint.manager(workdir)
-  state, restored = checkpoint.restore_or(mngr, state)
-  start = int(restored or 0)
-  if restored is not None:
-    runlog.say(f"metajax: resumed from step {start} in {workdir}")
+  mngr, state, start = checkpoint.resume(workdir, state, "few-shot")
   kept = runlog.finished_results(workdir, config, RESULTS_FILE) if start >= config.train.steps else None
   if kept is not None:  # nothing to train or evaluate: no new metrics, events or meta-test
     mngr.close()

@@ -128,12 +128,8 @@ def run(config, workdir: str) -> dict:
                jax.random.fold_in(k_init, i)), shards[key]) for i, key in enumerate(steps_fn)}
 
   # State: fresh, or the latest checkpoint.
-  mngr = checkpoint.manager(workdir)
-  state, restored = checkpoint.restore_or(mngr, state)
-  start = int(restored or 0)
+  mngr, state, start = checkpoint.resume(workdir, state, "hp_metalearn")
   writer = runlog.MetricWriter(workdir, resume_step=start)
-  if restored is not None:
-    print(f"metajax: resumed from meta-step {start} in {workdir}")
 
   def validate(step: int) -> None:
     row = {}

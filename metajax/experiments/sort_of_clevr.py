@@ -143,14 +143,10 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
                     donate_argnums=0)
   predict = steps.make_predict(model, keys)
   # Checkpoint and resume.
-  mngr = checkpoint.manager(workdir)
-  state, restored = checkpoint.restore_or(mngr, state)
-  start = int(restored or 0)
-  if restored is not None:
-    runlog.say(f"metajax: {label}: resumed from step {start} in {workdir}")
+  mngr, state, start = checkpoint.resume(workdir, state, label)
   writer = runlog.MetricWriter(workdir, resume_step=start)
   prior = [r["time_s"] for r in runlog.read_metrics(workdir) if "time_s" in r]
-  elapsed = prior[-1] if (prior and restored is not None) else 0.0
+  elapsed = prior[-1] if (prior and start > 0) else 0.0
   train_split, held = data["train"], data.get("val", data["test"])
   eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]
   key = jax.random.key(config.seed)

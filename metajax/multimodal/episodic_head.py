@@ -160,11 +160,7 @@ def train_head(cfg, mcfg, model_params, feats: np.ndarray, ways: int, shots: int
   state = parallel.replicate(TrainState.create(state.params, tx), mesh)
   step_fn = jax.jit(learner.train_step, in_shardings=(repl, shard, repl),
                     out_shardings=(repl, repl), donate_argnums=0)
-  mngr = checkpoint.manager(workdir)
-  state, restored = checkpoint.restore_or(mngr, state)
-  start = int(restored or 0)
-  if restored is not None:
-    runlog.say(f"metajax: {label}: resumed from step {start} in {workdir}")
+  mngr, state, start = checkpoint.resume(workdir, state, label)
   writer = runlog.MetricWriter(workdir, resume_step=start)
   bar = runlog.progress(cfg.steps, start, desc=label)
   pending = []
