@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import models, optim, runlog, saved
+from metajax import models, saved
 from metajax.compress import quantize as qz
 from metajax.errors import ConfigError
 
@@ -138,20 +138,9 @@ def _load_multimodal(workdir: str, base: dict, params, step: int):
 
 
 def _load_fewshot(workdir: str, base: dict, params, model_state, step: int):
-  from metajax.data.episodes import Tasks
-  from metajax.meta import ALGORITHMS
-  from metajax.meta.saved import TrainedLearner, _tuples
+  from metajax.meta.saved import TrainedLearner, learner_and_state_shape
   from metajax.state import TrainState
-  config = runlog.read_config(workdir)
-  spec = {k: _tuples(v) for k, v in base["model"].items()}
-  model = models.make(spec.pop("name"), **spec)
-  learner = ALGORITHMS.get(base["learner"]["name"])(
-      base["learner"], lambda n: model, optim.make_optimizer(config.optimizer, config.train.steps),
-      base["episodes"]["ways"], base["task"])
-  n = base["episodes"]["ways"] * base["episodes"]["shots"]
-  x = jax.ShapeDtypeStruct((1, n, *base["input_shape"]), jnp.float32)
-  y = jax.ShapeDtypeStruct((1, n), jnp.int32)
-  like = jax.eval_shape(learner.init, jax.random.key(0), Tasks(x, y, x, y))
+  config, learner, like = learner_and_state_shape(workdir, base)
   _check_fits(workdir, params, like.params, "params")
   _check_fits(workdir, model_state, like.model_state, "model state")
   state = TrainState(step=jnp.asarray(step, jnp.int32), params=jax.tree.map(jnp.asarray, params),

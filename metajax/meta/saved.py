@@ -98,8 +98,8 @@ class TrainedLearner:
     return summarise(per_episode)[0]
 
 
-def load(workdir: str, card: dict) -> TrainedLearner:
-  """The learner of `card` (a `model.json` of kind 'fewshot') at the latest checkpoint."""
+def learner_and_state_shape(workdir: str, card: dict):
+  """(config, learner, abstract state) of the run in `workdir` that `card` describes."""
   config = runlog.read_config(workdir)
   spec = {k: _tuples(v) for k, v in card["model"].items()}
   model = models.make(spec.pop("name"), **spec)
@@ -112,6 +112,11 @@ def load(workdir: str, card: dict) -> TrainedLearner:
     y = jax.ShapeDtypeStruct((1, n), jnp.int32)
   else:
     y = jax.ShapeDtypeStruct((1, n, *card["target_shape"]), jnp.float32)
-  like = jax.eval_shape(learner.init, jax.random.key(0), Tasks(x, y, x, y))
+  return config, learner, jax.eval_shape(learner.init, jax.random.key(0), Tasks(x, y, x, y))
+
+
+def load(workdir: str, card: dict) -> TrainedLearner:
+  """The learner of `card` (a `model.json` of kind 'fewshot') at the latest checkpoint."""
+  config, learner, like = learner_and_state_shape(workdir, card)
   state, step = checkpoint.restore(workdir, like)
   return TrainedLearner(learner, state, card, config.data.data_dir, step)
