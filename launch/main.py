@@ -58,15 +58,16 @@ def main(argv):
   from metajax import runlog
   runlog.set_quiet(_QUIET.value)
   from metajax.errors import ConfigError
+  from metajax import distributed
   try:
     if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value is not None:
-      from metajax import distributed
       distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                              timeout_s=_DIST_TIMEOUT.value)
     from metajax.experiments import run
     result = run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     fail(e)
+  distributed.shutdown()
   report = getattr(result, "get", lambda *_: None)("report")
   if report:
     print(f"report: {report}")

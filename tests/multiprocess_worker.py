@@ -17,6 +17,7 @@ OUT/<name>.json (+ .npz of arrays) written by process 0 only:
 """
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -150,6 +151,8 @@ def kill_after(step: int) -> None:
 
 
 def main() -> None:
+  faulthandler.enable()  # a hang ended by JAX's abort (SIGABRT) leaves every thread's stack
+  faulthandler.dump_traceback_later(240)  # and so does one still running after 4 minutes
   p = argparse.ArgumentParser()
   p.add_argument("out")
   p.add_argument("tasks", nargs="+")
@@ -160,7 +163,8 @@ def main() -> None:
   p.add_argument("--compile_cache", default="")
   a = p.parse_args()
   if a.coordinator:
-    distributed.initialize(a.coordinator, a.num_processes, a.process_id, timeout_s=a.timeout)
+    distributed.initialize(a.coordinator, a.num_processes, a.process_id, timeout_s=a.timeout,
+                           shutdown_timeout_s=60)
   if a.compile_cache:  # launches of one topology share their compiled programs
     from metajax import compile_cache
     compile_cache.use(a.compile_cache)
@@ -184,6 +188,8 @@ def main() -> None:
       raise SystemExit(f"unknown task {task}")
   print(f"DONE process {jax.process_index()} of {jax.process_count()}, "
         f"{jax.local_device_count()} of {jax.device_count()} devices", flush=True)
+  distributed.shutdown()
+  print("SHUTDOWN", flush=True)
 
 
 if __name__ == "__main__":
