@@ -1,6 +1,7 @@
 """Pieces every experiment config shares, so one concept has one name and one default.
 
-  data       name, data_dir ('' -> $METAJAX_DATA_DIR or ~/.cache/metajax)
+  data       name, data_dir ('' -> $METAJAX_DATA_DIR or ~/.cache/metajax); per_host_shard
+             where a driver can read only its process's shard of the training data
   model      name (a `metajax.models` registry name) and that model's arguments
   optimizer  the keys of `metajax.optim.make_optimizer`
   train      steps, log_every, checkpoint_every (and the experiment's batch size)

@@ -32,7 +32,12 @@ from configs import common
 def get_config(mode: str = "") -> ml_collections.ConfigDict:
   common.check_mode(mode)
   c = common.config("multimodal", seed=0)
-  c.data = common.data("sort_of_clevr", num_train=9800, num_test=200, num_val=200, table_rows=3)
+  # per_host_shard: with P processes each generates only its 1/P of the training scenes
+  # (seeded per scene) and samples its rows of every batch from them, as big_vision's hosts
+  # read their own shard; val and test stay whole on every host. False: every process holds
+  # every scene and the batches are those of one process (the published numbers).
+  c.data = common.data("sort_of_clevr", num_train=9800, num_test=200, num_val=200, table_rows=3,
+                       per_host_shard=False)
   # The question tokenizer: a WordPiece of vocab_size trained on the training questions and
   # saved in the workdir, or a save_pretrained directory; long questions are an error unless
   # truncate_text.

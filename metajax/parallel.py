@@ -9,6 +9,8 @@ can read rows independently asks `process_rows(n, mesh)` for its slice of the gl
 builds only those rows and assembles the global array with `host_local_batch`
 (`jax.make_array_from_process_local_data`). `shard_batch` takes a host array every process
 already has (a population's seeds, a small evaluation batch) and sends each device its rows.
+A driver that can also read its examples independently holds only `process_shard(n)` of
+the dataset and samples its rows from there (the data sets' `per_host` options).
 """
 
 from __future__ import annotations
@@ -60,6 +62,25 @@ def process_rows(global_rows: int, mesh: Mesh) -> slice:
   if any(a[1] != b[0] for a, b in zip(starts, starts[1:])):
     raise ValueError(f"this process's devices hold non-contiguous rows {starts}")
   return slice(starts[0][0], starts[-1][1])
+
+
+def process_shard(n: int, index: int | None = None, count: int | None = None,
+                  key: str = "data") -> range:
+  """This process's contiguous share [start, stop) of `n` examples dealt to `count` processes
+  (default: `jax.process_index()` of `jax.process_count()`). The first n % count shares hold
+  one example more, as `tfds.even_splits` deals a split: shares are disjoint, cover range(n)
+  and differ in size by at most 1. ConfigError (as config `key`) when a share would be empty.
+  """
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  if not 0 <= index < count:
+    raise ValueError(f"process index {index} is not in 0..{count - 1}")
+  if n < count:
+    raise ConfigError(key, n, f"{n} examples leave some of {count} processes an empty shard",
+                      f">= {count} (one per process)")
+  size, extra = divmod(n, count)
+  start = index * size + min(index, extra)
+  return range(start, start + size + (index < extra))
 
 
 def host_local_batch(tree, mesh: Mesh, global_rows: int | None = None):

@@ -120,8 +120,23 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
     q_text [Q] str.
   Q = I * (2 * questions_per_kind + table_questions).
   """
-  check_table_rows(table_rows)
   rng = np.random.default_rng(seed)
+  return _generate(lambda i: rng, num_images, table_rows, questions_per_kind, table_questions)
+
+
+def generate_scenes(scenes: range, seed: int, table_rows: int = 3, questions_per_kind: int = 10,
+                    table_questions: int = 2) -> dict[str, np.ndarray]:
+  """Scenes `scenes` of a set in which scene i is drawn from its own seed (seed, i), as
+  `generate` arrays (q_image indexes the returned images): any range is generated alone (a
+  host's shard) and the shards of a partition concatenate to the whole set."""
+  return _generate(lambda i: np.random.default_rng([seed, scenes[i]]), len(scenes), table_rows,
+                   questions_per_kind, table_questions)
+
+
+def _generate(rng_for, num_images: int, table_rows: int, questions_per_kind: int,
+              table_questions: int) -> dict[str, np.ndarray]:
+  """`generate`'s arrays of `num_images` scenes, scene i drawn from generator `rng_for(i)`."""
+  check_table_rows(table_rows)
   n = len(COLOURS)
   images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   centres = np.empty((num_images, n, 2), np.int64)
@@ -133,6 +148,7 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
   fam = {f: i for i, f in enumerate(FAMILIES)}
   ans = {a: i for i, a in enumerate(ANSWERS)}
   for i in range(num_images):
+    rng = rng_for(i)
     cen = _centres(rng)
     shp = rng.integers(0, 2, n)
     wgt = np.round(rng.uniform(0.0, 10.0, n), 1).astype(np.float32)
@@ -188,12 +204,16 @@ def generate(num_images: int, seed: int, table_rows: int = 3,
 
 
 def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: int = 0,
-         table_rows: int = 3, num_val: int = 0) -> dict[str, dict[str, np.ndarray]]:
+         table_rows: int = 3, num_val: int = 0,
+         train_scenes: range | None = None) -> dict[str, dict[str, np.ndarray]]:
   """{'train': generate(...), 'test': generate(...)} (and 'val' when `num_val` > 0), from
   the cache when it is intact.
 
   Each split comes from its own seed derived from `seed` (train and test as without a
   validation split). The cache file is named by every argument, so sizes never collide.
+  train_scenes: None, the training set drawn as one stream (`generate`); a range, only those
+  scenes of a training set seeded per scene (`generate_scenes`: a host's
+  `parallel.process_shard`, or range(num_train) for all of it). Val and test stay whole.
   """
   for key, v in (("data.num_train", num_train), ("data.num_test", num_test)):
     if v <= 0:
@@ -203,6 +223,10 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
   directory = os.path.join(default_data_dir(data_dir), "sort_of_clevr")
   name = f"v{VERSION}-train{num_train}-test{num_test}-seed{seed}-rows{table_rows}"
   name += f"-val{num_val}" if num_val else ""
+  if train_scenes is not None:
+    if not 0 <= train_scenes.start < train_scenes.stop <= num_train:
+      raise ValueError(f"train_scenes {train_scenes} is not a range of 0..{num_train - 1}")
+    name += f"-scenes{train_scenes.start}-{train_scenes.stop}"
   path, meta = os.path.join(directory, name + ".npz"), os.path.join(directory, name + ".json")
   if os.path.exists(path) and os.path.exists(meta):
     try:
@@ -214,10 +238,11 @@ def load(data_dir: str = "", num_train: int = 9800, num_test: int = 200, seed: i
     except (OSError, ValueError, json.JSONDecodeError):
       pass  # corrupt: rebuilt below
   log.info("sort_of_clevr: generating %d train, %d val and %d test scenes into %s (once)",
-           num_train, num_val, num_test, path)
+           num_train if train_scenes is None else len(train_scenes), num_val, num_test, path)
   t0 = time.time()
-  splits = {"train": generate(num_train, seed * 2 + 1, table_rows),
-            "test": generate(num_test, seed * 2 + 2, table_rows)}
+  train = (generate(num_train, seed * 2 + 1, table_rows) if train_scenes is None else
+           generate_scenes(train_scenes, seed * 2 + 1, table_rows))
+  splits = {"train": train, "test": generate(num_test, seed * 2 + 2, table_rows)}
   if num_val:
     splits["val"] = generate(num_val, 10_000 + seed, table_rows)
   import io
@@ -267,15 +292,21 @@ class Split:
             "target_xy": self.target_xy[idx]}
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
+def _seeds(seed) -> list:
+  """A seed (int) or a tuple of them (seed, shard) as the leading entropy of a generator."""
+  return list(seed) if isinstance(seed, tuple) else [seed]
 
 
-def scene_indices(seed: int, step: int, batch: int, per_image: int,
+def _epoch_order(seed, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([*_seeds(seed), epoch]).permutation(n)
+
+
+def scene_indices(seed, step: int, batch: int, per_image: int,
                   by_image: np.ndarray) -> np.ndarray:
   """Question indices [batch] of `step`, in groups of `per_image` questions of one image
   (images in a per-epoch shuffled order, questions drawn without replacement); a function
-  of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""
+  of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+  `seed` is an int or a tuple of ints (a host's own stream: (seed, process index))."""
   if per_image == 1:  # questions in a per-epoch shuffled order
     n = by_image.size
     epoch, pos = divmod(step, n // batch)
@@ -283,9 +314,30 @@ def scene_indices(seed: int, step: int, batch: int, per_image: int,
   images = batch // per_image
   epoch, pos = divmod(step, len(by_image) // images)
   img = _epoch_order(seed, epoch, len(by_image))[pos * images:(pos + 1) * images]
-  rng = np.random.default_rng([seed, epoch, pos, 1])
+  rng = np.random.default_rng([*_seeds(seed), epoch, pos, 1])
   pick = np.argsort(rng.random((images, by_image.shape[1])), axis=1)[:, :per_image]
   return np.take_along_axis(by_image[img], pick, axis=1).reshape(-1)
+
+
+def host_batch_indices(seed: int, step: int, batch: int, per_image: int, by_image: np.ndarray,
+                       rows: slice, shard: int | None = None) -> np.ndarray:
+  """This process's question indices of global batch `step`: its `rows` (`process_rows`).
+
+  shard None: those rows of `scene_indices` over the whole split, the same batch for any
+  process count. shard = this process's index: len(rows) questions drawn from its own shard
+  of the split (`by_image` is the shard's) in its own stream (seed, shard), as big_vision's
+  hosts iterate their own data; a function of (seed, step, process count).
+  """
+  if shard is None:
+    return scene_indices(seed, step, batch, per_image, by_image)[rows]
+  return scene_indices((seed, shard), step, rows.stop - rows.start, per_image, by_image)
+
+
+def question_texts(table_rows: int) -> list[str]:
+  """Every question `generate` can ask (sorted; no table questions without a table): what a
+  tokenizer learns when each host holds only a shard of the training questions."""
+  fams = [f for f in FAMILIES if table_rows or GROUP[f] in ("non-relational", "relational")]
+  return sorted(TEMPLATES[f].format(c) for f in fams for c in COLOURS)
 
 
 def colour_curriculum(q_colour: np.ndarray, step: int, steps_per_colour: int) -> np.ndarray:

@@ -135,7 +135,8 @@ def load_tfds(name: str, data_dir: str = "", max_rows: int = 20000) -> Dataset:
 
   Image datasets ('image' feature), text ('text', or 'title' + 'description'),
   or tables (a 'features' dict, e.g. titanic). Uses the 'test' split as test when present.
-  At most `max_rows` training rows and `max_rows // 4` test rows are read.
+  At most `max_rows` training rows and `max_rows // 4` test rows are read, the same on every
+  process (AutoML fits every candidate on all of them).
   """
   import tensorflow_datasets as tfds
   kw = {"data_dir": data_dir} if data_dir else {}

@@ -10,7 +10,9 @@ array_record format in `data_dir` beforehand (here there is no network):
 `data_dir` is metajax's data dir (`default_data_dir`: the argument, else
 $METAJAX_DATA_DIR, else ~/.cache/metajax), holding `<name>/<version>/`.
 Every example of the requested splits is read into memory: meant for small
-datasets (Omniglot, MNIST, CIFAR, ...), not ImageNet.
+datasets (Omniglot, MNIST, CIFAR, ...), not ImageNet. `read_examples(..., per_host=True)`
+reads only this process's share of a split (`tfds.split_for_jax_process`); the class-indexed
+loaders read whole splits, since few-shot episodes need every class on every host.
 """
 
 from __future__ import annotations
@@ -44,9 +46,26 @@ def _builder(name: str, data_dir: str):
                       "a name from `tfds.list_builders()`, e.g. 'tfds:mnist'") from e
 
 
-def _source(name: str, split: str, data_dir: str):
-  """tfds.data_source for one split; never downloads. ConfigError if it is not prepared."""
+def _source(name: str, split: str, data_dir: str, per_host=False):
+  """tfds.data_source for one split; never downloads. ConfigError if it is not prepared.
+
+  per_host: True reads this process's share of the split, (index, count) that share of
+  `count` processes (`tfds.split_for_jax_process`, the arithmetic of
+  `parallel.process_shard`); ConfigError when a share would be empty.
+  """
   import tensorflow_datasets as tfds
+  if per_host:
+    from metajax.parallel import process_shard
+    index, count = (None, None) if per_host is True else per_host
+    whole = len(_source(name, split, data_dir))  # lazy: opens the files, reads no example
+    try:
+      shard = process_shard(whole, index, count)
+    except ConfigError as e:
+      raise ConfigError("data.per_host_shard", True, f"tfds:{name} split {split!r}: {e.why}",
+                        "False (every process reads the whole split)") from e
+    log.info("tfds:%s: this process reads examples [%d, %d) of %d in %r", name, shard.start,
+             shard.stop, whole, split)
+    split = tfds.split_for_jax_process(split, process_index=index, process_count=count)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises assorted errors for missing / TFRecord-only data
@@ -75,12 +94,13 @@ def _to_array(image: np.ndarray, size: int, grayscale: bool, invert: bool) -> np
 
 
 def _read(name: str, splits, data_dir: str, image_size: int, grayscale: bool, invert: bool,
-          image_key: str = "image", label_key: str = "label", extra_keys=()):
-  """Every example of `splits`: images [N, s, s, C] uint8, labels [N], {key: [N]} extras."""
+          image_key: str = "image", label_key: str = "label", extra_keys=(), per_host=False):
+  """Every example of `splits` (this process's share with `per_host`, see `_source`):
+  images [N, s, s, C] uint8, labels [N], {key: [N]} extras."""
   images, labels, extras = [], [], {k: [] for k in extra_keys}
   t0 = time.time()
   for split in splits:
-    src = _source(name, split, data_dir)
+    src = _source(name, split, data_dir, per_host)
     for i in range(len(src)):
       ex = src[i]
       images.append(_to_array(ex[image_key], image_size, grayscale, invert))
@@ -92,6 +112,22 @@ def _read(name: str, splits, data_dir: str, image_size: int, grayscale: bool, in
     raise ConfigError("data_dir", data_dir, f"tfds dataset {name!r} has no examples in {splits}",
                       _prepare_hint(name, data_dir))
   return np.stack(images), np.asarray(labels), {k: np.asarray(v) for k, v in extras.items()}
+
+
+def read_examples(name: str, split: str = "train", data_dir: str = "", image_size: int = 28,
+                  *, grayscale: bool = False, per_host=False):
+  """(images [N, s, s, C] uint8, labels [N]) of one tfds split, in the prepared order.
+
+  per_host=True reads only this process's contiguous share of the split (the per-host input
+  of a data-parallel trainer: the shares of all processes are disjoint and cover the split);
+  (index, count) reads that share of `count` processes; False the whole split.
+  """
+  data_dir = default_data_dir(data_dir)
+  builder = _builder(name, data_dir)
+  image_key, label_key = builder.info.supervised_keys or ("image", "label")
+  images, labels, _ = _read(name, [split], data_dir, image_size, grayscale, False, image_key,
+                            label_key, per_host=per_host)
+  return images, labels
 
 
 def _by_class(images: np.ndarray, labels: np.ndarray, classes) -> np.ndarray:
@@ -111,7 +147,7 @@ def load(name: str, data_dir: str = "", image_size: int = 28, *,
   to the smallest per-class count so the array is rectangular (a class with
   few examples shrinks every class; check `describe()`). Images are resized to
   `image_size` (area averaging when shrinking); `grayscale` converts RGB to one
-  channel.
+  channel. Every host reads the whole splits: episodes draw from every class.
 
   Classes of metajax splits must be disjoint, so by default every class goes
   to a single 'test' split (a cross-domain meta-test set, like `uci_digits`).
@@ -162,7 +198,8 @@ def load_omniglot(data_dir: str = "", *, image_size: int = 28,
   background alphabets in alphabetical order (5 of 30 by default: a held-out
   set of whole alphabets for early stopping; 0 for none), 'train' the rest;
   'test' is the 20 evaluation alphabets, as in Lake et al.'s split (not
-  Vinyals et al.'s 1200/423 character split).
+  Vinyals et al.'s 1200/423 character split). Every host reads the whole splits: episodes
+  draw from every class.
 
   Returns ClassImages 'omniglot', arrays uint8 [classes, 20, size, size, 1];
   class_names '<alphabet>/character<NN>', groups the alphabet.

@@ -83,6 +83,8 @@ def check_config(config) -> None:
     raise ConfigError("train.batch_size", t.batch_size, f"needs {t.batch_size // r} images per "
                       f"step, more than data.num_train={config.data.num_train}",
                       f"<= {config.data.num_train * r}")
+  if per_host(config):  # every process needs a non-empty shard of the training scenes
+    parallel.process_shard(config.data.num_train, key="data.num_train")
   if config.text.tokenizer and not os.path.isdir(config.text.tokenizer):
     raise ConfigError("text.tokenizer", config.text.tokenizer, "no tokenizer directory there",
                       "'' (train one on the questions) or a save_pretrained directory")
@@ -91,6 +93,19 @@ def check_config(config) -> None:
 
 
 # --- data: scenes and tokenized questions -------------------------------------------------
+def per_host(config) -> bool:
+  """data.per_host_shard: each process generates and samples only its shard of the training
+  scenes (False, also for runs made before the key existed: every process holds them all)."""
+  return bool(config.data.get("per_host_shard", False))
+
+
+def load_scenes(config, train_scenes: range | None) -> dict[str, dict[str, np.ndarray]]:
+  """`soc.load` of the config's data: training scenes `train_scenes` (see there), val, test."""
+  d = config.data
+  return soc.load(d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows, d.num_val,
+                  train_scenes)
+
+
 def load_tokenizer_for(config, workdir: str, questions):
   """The run's tokenizer, saved in `workdir/tokenizer` (trained on the training questions
   unless `text.tokenizer` names one), so the workdir alone describes the model."""
@@ -148,6 +163,8 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
   prior = [r["time_s"] for r in runlog.read_metrics(workdir) if "time_s" in r]
   elapsed = prior[-1] if (prior and start > 0) else 0.0
   train_split, held = data["train"], data.get("val", data["test"])
+  rows = parallel.process_rows(t.batch_size, mesh)  # this process's questions of each batch
+  shard = jax.process_index() if per_host(config) else None  # train_split is its shard
   eval_idx = np.random.default_rng(config.seed).permutation(held.size)[:t.eval_questions]
   key = jax.random.key(config.seed)
   if stop_at and report.first_reaching(runlog.read_metrics(workdir), stop_at) is not None:
@@ -157,9 +174,8 @@ def train(config, workdir: str, data, model, num_steps: int, mesh, label: str,
   bar = runlog.progress(num_steps, start, desc=label)
   tick, ticked_step = time.perf_counter(), start
   for step in range(start, num_steps):
-    idx = soc.scene_indices(config.seed, step, t.batch_size, t.questions_per_image,
-                            train_split.by_image)
-    idx = idx[parallel.process_rows(len(idx), mesh)]  # this process's questions only
+    idx = soc.host_batch_indices(config.seed, step, t.batch_size, t.questions_per_image,
+                                 train_split.by_image, rows, shard)
     weight = soc.colour_curriculum(train_split.d["q_colour"][idx], step, t.colour_curriculum)
     batch = parallel.host_local_batch({**train_split.batch(idx, t.questions_per_image),
                                        "weight": weight}, mesh)
@@ -223,8 +239,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   """
   check_config(config)
   runlog.check_workdir(workdir)
-  d = config.data
-  raw = soc.load(d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows, d.num_val)
+  scenes = parallel.process_shard(config.data.num_train) if per_host(config) else None
+  raw = load_scenes(config, scenes)
   fs = config.eval.fewshot
   if fs.episodes:  # the test split must hold the episodes: checked before training
     fewshot.check_episodes(few.closest_questions(raw["test"])[1], len(soc.COLOURS), fs.ways,
@@ -233,9 +249,12 @@ def run(config, workdir: str) -> dict[str, Any]:
   # Workdir: a new run, or this config resumed (more train.steps, other eval.* allowed).
   resumed = runlog.prepare_workdir(workdir, config)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
-  tok = load_tokenizer_for(config, workdir, raw["train"]["q_text"].tolist())
-  data = {name: soc.Split(s, *encode(tok, s["q_text"].tolist(), config.model.max_text_len,
-                                     config.text.truncate_text)) for name, s in raw.items()}
+  # A shard's questions may miss some: every host's tokenizer learns every possible question.
+  tok = load_tokenizer_for(config, workdir, raw["train"]["q_text"].tolist() if scenes is None
+                           else soc.question_texts(config.data.table_rows))
+  split = lambda s: soc.Split(s, *encode(tok, s["q_text"].tolist(), config.model.max_text_len,
+                                         config.text.truncate_text))
+  data = {name: split(s) for name, s in raw.items()}
   mesh = parallel.make_mesh()
   fields = model_fields(config, len(tok))
   model = models.from_config(config.model, **fields)
@@ -280,7 +299,10 @@ def run(config, workdir: str) -> dict[str, Any]:
         apredict, astate.params, test, mesh, bs, present=SUBSETS[name])[0]})
   if fs.episodes:
     runlog.say(f"few-shot on fused embeddings: {fs.episodes} episodes per setting ...")
-  fs_results = few.fewshot_eval(config, model, state.params, data["train"], test, workdir)
+  fs_train = data["train"]
+  if scenes is not None and fs.episodes and fs.head.steps:  # the same episodes on every host:
+    fs_train = split(load_scenes(config, range(config.data.num_train))["train"])  # all scenes
+  fs_results = few.fewshot_eval(config, model, state.params, fs_train, test, workdir)
   n_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
   path = report.write_report(config, workdir, model.cfg, accuracy, late, fs_results, n_params,
                              ablations)

@@ -194,8 +194,9 @@ def run(config, workdir: str) -> dict:
   runlog.check_workdir(workdir)
   runlog.prepare_workdir(workdir, config)
   d = trained_cfg.data
+  whole = range(d.num_train) if d.get("per_host_shard", False) else None  # as it trained
   raw = soc.load(config.data_dir or d.data_dir, d.num_train, d.num_test, trained_cfg.seed,
-                 d.table_rows, d.num_val)
+                 d.table_rows, d.num_val, whole)
   from metajax.multimodal.tokenize import encode
   tok, mcfg = trained.preprocessor.tokenizer, trained.model.cfg
   split = {n: soc.Split(raw[n], *encode(tok, raw[n]["q_text"].tolist(), mcfg.max_text_len,

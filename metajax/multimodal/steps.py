@@ -113,8 +113,8 @@ def predict_scenes(predict, params, make_batch: Callable[[np.ndarray, int], Mapp
     part = scenes[s:s + chunk]
     padded = np.concatenate([part, np.repeat(part[:1], chunk - len(part))])
     q = by_scene[padded].reshape(-1)
-    out = predict(params, parallel.shard_batch(make_batch(q, per), mesh), pres,
-                  questions_per_scene=per)
+    out = parallel.to_host(predict(params, parallel.shard_batch(make_batch(q, per), mesh), pres,
+                                   questions_per_scene=per))  # gathered from every process
     n = len(part) * per
     answers[q[:n]] = np.asarray(out["answer"])[:n]
     e = np.asarray(out["embedding"], np.float32)
