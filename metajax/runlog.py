@@ -118,8 +118,6 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Keys a resumed run may change: more training steps, and any evaluation setting.
 EXTENDABLE = {"train.steps": lambda old, new: new >= old}
 EXTENDABLE_PREFIXES = ("eval.",)
-# Keys added after runs were made: a config.json without one held this value, so it resumes.
-ADDED = {"data.per_host_shard": False}
 
 
 def check_workdir(workdir: str) -> None:
@@ -162,8 +160,7 @@ def prepare_workdir(workdir: str, config) -> bool:
   a, b = _flatten(old), _flatten(new)
   diff = config_diff(old, new)
   allowed = lambda k: (k.startswith(EXTENDABLE_PREFIXES) or
-                       (k in EXTENDABLE and k in a and k in b and EXTENDABLE[k](a[k], b[k])) or
-                       (k in ADDED and k not in a and b.get(k) == ADDED[k]))
+                       (k in EXTENDABLE and k in a and k in b and EXTENDABLE[k](a[k], b[k])))
   fixed = [k for k in diff if not allowed(k)]
   if fixed:
     shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in fixed[:8])

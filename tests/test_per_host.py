@@ -3,15 +3,13 @@ Sort-of-CLEVR hosts that generate and sample only their own training scenes. Pro
 simulated by (index, count); tests/test_multiprocess.py runs real ones."""
 
 import hashlib
-import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
-from metajax import parallel, runlog
+from metajax import parallel
 from metajax.data import sort_of_clevr as soc
 from metajax.errors import ConfigError
 
@@ -156,15 +154,3 @@ def test_too_few_scenes_for_the_processes_is_a_config_error(monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: c.data.num_train + 1)
   with pytest.raises(ConfigError, match="config.data.num_train=40 is invalid"):
     clevr.check_config(c)
-
-
-def test_runs_made_before_per_host_shard_resume(tmp_path):
-  old = {"experiment": "multimodal", "data": {"name": "sort_of_clevr", "num_train": 40}}
-  (tmp_path / runlog.CONFIG_FILE).write_text(json.dumps(old))
-  new = ml_collections.ConfigDict(old)
-  new.data.per_host_shard = False
-  assert runlog.prepare_workdir(str(tmp_path), new)
-  new.data.per_host_shard = True
-  (tmp_path / runlog.CONFIG_FILE).write_text(json.dumps(old))
-  with pytest.raises(ConfigError, match="per_host_shard: None -> True"):
-    runlog.prepare_workdir(str(tmp_path), new)
