@@ -12,6 +12,7 @@ Loading reads the latest checkpoint read-only and writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -45,6 +46,14 @@ class TrainedLearner:
   def input_shape(self) -> tuple[int, ...]:
     return tuple(self.card["input_shape"])
 
+  @functools.cached_property
+  def _predict(self):  # one jit per loaded learner: repeated calls reuse its compiled program
+    return jax.jit(self.learner.predict)
+
+  @functools.cached_property
+  def _eval_step(self):
+    return jax.jit(self.learner.eval_step)
+
   def predict(self, support_x, support_y, query_x) -> np.ndarray:
     """One task: query outputs after adapting to the support set, as at meta-test.
 
@@ -60,7 +69,7 @@ class TrainedLearner:
         raise ConfigError(name, tuple(x.shape), f"the model takes {self.input_shape} inputs",
                           f"[n, {', '.join(map(str, self.input_shape))}]")
     sy = jnp.asarray(support_y)
-    out = np.asarray(jax.jit(self.learner.predict)(self.state, sx, sy, qx))
+    out = np.asarray(self._predict(self.state, sx, sy, qx))
     if self.card["task"] == "classification" and self.learner.num_ways is None:
       out = out[:, : int(np.max(np.asarray(support_y))) + 1]  # ProtoNet: one logit per class seen
     return out
@@ -93,7 +102,7 @@ class TrainedLearner:
         raise ConfigError("dataset", ds.name, f"its images are {tuple(ds.image_shape)}, the "
                           f"model takes {self.input_shape}", f"{self.input_shape} images")
       spec.validate(ds.splits[split].shape, f"{ds.name} {split}")
-    per_episode = evaluate(jax.jit(self.learner.eval_step), self.state, sampler(ds, split, spec),
+    per_episode = evaluate(self._eval_step, self.state, sampler(ds, split, spec),
                            episodes, batch, jax.random.key(seed))
     return summarise(per_episode)[0]
 
