@@ -78,8 +78,9 @@ def test_pruning_masks_hold_through_a_finetune_that_lowers_the_loss():
   loss = lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
   state = TrainState.create(params, tx)
   before = float(loss(params))
+  step = jax.jit(lambda s: s.apply_gradients(jax.grad(loss)(s.params), tx))
   for _ in range(30):
-    state = state.apply_gradients(jax.grad(loss)(state.params), tx)
+    state = step(state)
   assert float(loss(state.params)) < 0.7 * before
   assert prune.sparsity_of(state.params) == pytest.approx(0.6, abs=0.01)
   assert np.all(np.asarray(state.params["w"])[np.asarray(masks["w"]) == 0] == 0)
@@ -111,7 +112,7 @@ def test_distillation_step_lowers_the_loss(scenes, tok):
   batch = {**split.batch(idx, 4), "weight": np.ones(16, np.float32),
            "teacher_logits": np.random.default_rng(0).normal(size=(16, 10)).astype(np.float32)}
   tx = optax.adam(3e-3)
-  params = student.init(jax.random.key(0), example_batch(student.cfg))["params"]
+  params = jax.jit(student.init)(jax.random.key(0), example_batch(student.cfg))["params"]
   step = jax.jit(distill.make_distill_step(student, tx, 2.0, 0.7, 1.0, 4))
   state = TrainState.create(params, tx)
   losses = []
@@ -132,7 +133,7 @@ def source(tmp_path_factory, tok):
   tok.save_pretrained(str(root / "tokenizer"))
   spec = {**TINY, "vocab_size": len(tok)}
   model = models.make(**spec)
-  params = model.init(jax.random.key(0), example_batch(model.cfg))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), example_batch(model.cfg))["params"]
   schema = TableSchema(soc.TABLE_CATEGORICAL, soc.TABLE_NUMERIC, 3)
   saved.write_card(str(root), "multimodal", model=models.spec(spec),
                    table_schema=table_schema_card(schema), answers=list(soc.ANSWERS),

@@ -1,4 +1,5 @@
-"""Every config in configs/ loads, takes overrides, and runs end to end in its tiny mode."""
+"""Every config in configs/ loads, takes overrides, and runs end to end in its tiny mode
+(those that read a trained multimodal run in test_multimodal_run.py, which shares one)."""
 
 import glob
 import importlib.util
@@ -24,46 +25,37 @@ def test_there_are_configs():
   assert any(p.endswith("protonet_glyphs.py") for p in CONFIGS)
 
 
-# Configs that read trained runs: the key naming each source and the config whose tiny run
-# serves as it. Their own "train the source first" path ('' source) is covered by
-# distill_sortofclevr, which keeps it; sharing the sources saves the suite a minute.
-SOURCES = {
-    "compress_models": {"multimodal.source": "multimodal_sortofclevr",
-                        "protonet.source": "protonet_glyphs"},
-    "multimodal_fewshot": {"trained": "multimodal_sortofclevr"},
-}
+def check_config(path):
+  """What every config must hold besides its tiny run: it loads, names a registered
+  experiment, keeps its keys in tiny mode, and its docstring gives the command."""
+  full, tiny = load(path), load(path, "tiny")
+  assert full.experiment in experiments.EXPERIMENTS.names()
+  assert set(full.keys()) == set(tiny.keys()), "tiny mode must keep the same keys"
+  doc = open(path).read()
+  assert "python -m launch.main" in doc, "the docstring must give the command"
+  return tiny
 
 
 def name_of(path):
   return os.path.basename(path)[:-3]
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-  """name -> (workdir, result) of that config's tiny run, each trained once per module."""
-  runs = {}
-
-  def run(name):
-    if name not in runs:
-      workdir = str(tmp_path_factory.mktemp(name) / "run")
-      tiny = load(os.path.join(ROOT, "configs", f"{name}.py"), "tiny")
-      for key, source in SOURCES.get(name, {}).items():
-        *parents, leaf = key.split(".")
-        node = tiny
-        for part in parents:
-          node = node[part]
-        node[leaf] = run(source)[0]
-      runs[name] = workdir, experiments.run(tiny, workdir)
-    return runs[name]
-  return run
+# Configs that read a trained multimodal run, and compress_models' ProtoNet source: their tiny
+# runs are made in test_multimodal_run.py, on the tiny run its own tests share. The path that
+# trains a source first ('' source) is distill_sortofclevr's, which keeps it.
+ELSEWHERE = ("compress_models", "multimodal_fewshot", "multimodal_sortofclevr", "protonet_glyphs")
+HERE = [p for p in CONFIGS if name_of(p) not in ELSEWHERE]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=name_of)
-def test_config_runs_tiny(path, tiny_runs):
-  full, tiny = load(path), load(path, "tiny")
-  assert full.experiment in experiments.EXPERIMENTS.names()
-  assert set(full.keys()) == set(tiny.keys()), "tiny mode must keep the same keys"
-  doc = open(path).read()
-  assert "python -m launch.main" in doc, "the docstring must give the command"
-  _, result = tiny_runs(name_of(path))
+def test_every_config_runs_tiny_in_exactly_one_file():
+  import test_multimodal_run
+  names = sorted(map(name_of, CONFIGS))
+  assert sorted(test_multimodal_run.CONFIGS) == sorted(ELSEWHERE)
+  assert sorted([name_of(p) for p in HERE] + list(ELSEWHERE)) == names
+
+
+@pytest.mark.parametrize("path", HERE, ids=name_of)
+def test_config_runs_tiny(path, tmp_path):
+  tiny = check_config(path)
+  result = experiments.run(tiny, str(tmp_path / "run"))
   assert os.path.exists(result["report"])

@@ -295,7 +295,7 @@ SHARDED = """
 import jax, numpy as np
 from metajax import optim, parallel
 from metajax.hpo import meta, spec, tasks as tasks_lib
-import tests.test_hpo as t
+import test_hpo as t
 assert jax.device_count() == 2
 c = t.tiny_config()
 c.meta.tasks = 4
@@ -329,8 +329,9 @@ def test_meta_step_sharded_over_two_devices_matches_one_and_compiles_once():
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # tests/ on the path, not the package 'tests' (an installed package may own that name).
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", PYTHONPATH=root)
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]))
   r = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True,
                      timeout=300, cwd=root)
   assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]

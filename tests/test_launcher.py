@@ -14,9 +14,22 @@ TINY = ["--config=configs/protonet_glyphs.py:tiny", "--config.data.name=tiny_ima
         "--config.eval.datasets=('tiny_images',)"]
 
 
+CACHE = ""  # set per module run by the `compile_cache` fixture
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """One persistent compilation cache for the module's launches: they run one tiny config,
+  so only the first compiles its programs."""
+  global CACHE
+  CACHE = str(tmp_path_factory.mktemp("jax_cache"))
+
+
 def launch(workdir, *flags, wait=True):
   cmd = [sys.executable, "tests/launch_tiny.py", f"--workdir={workdir}", *TINY, *flags]
-  env = {**os.environ, "PYTHONPATH": ROOT}
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_COMPILATION_CACHE_DIR": CACHE,
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
   if not wait:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -118,7 +131,7 @@ def test_workdir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-  flags = ["--config.train.steps=60", "--config.train.log_every=4",
+  flags = ["--config.train.steps=32", "--config.train.log_every=4",
            "--config.train.checkpoint_every=8"]
   ref, killed = tmp_path / "ref", tmp_path / "killed"
   proc = launch(killed, *flags, wait=False)
@@ -126,7 +139,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   ckpts = killed / "checkpoints"
   while time.time() < deadline:
     done = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if ckpts.exists() else []
-    if any(8 <= s < 60 for s in done) or proc.poll() is not None:
+    if any(8 <= s < 32 for s in done) or proc.poll() is not None:
       break
     time.sleep(0.05)
   assert proc.poll() is None, "run finished before it could be killed; make it longer"
