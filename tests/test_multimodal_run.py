@@ -159,7 +159,7 @@ def test_fewshot_of_a_finished_run_reads_it_and_writes_its_own_workdir(tiny_run,
   c, workdir, _, _ = tiny_run
   before = _tree(workdir)
   fc = test_configs.check_config(_path("multimodal_fewshot"))
-  fc.trained, fc.data_dir = workdir, c.data.data_dir
+  fc.trained = workdir  # data_dir '': the trained run's
   out = experiments.run(fc, str(tmp_path / "fs"))  # the config's tiny run
   assert set(out["fewshot"]) == {(e, k) for e in ("trained", "random init", "episodic head")
                                  for k in (1, 2)}
