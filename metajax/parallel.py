@@ -130,3 +130,11 @@ def to_host(tree):
 def is_main_process() -> bool:
   """Only process 0 writes files (metrics, reports); every process checkpoints."""
   return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+  """A barrier of every process (a no-op in one): after process 0 writes a file the others
+  read (config.json, model.json), each waits here, so none reads before it exists."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

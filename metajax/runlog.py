@@ -148,15 +148,22 @@ def prepare_workdir(workdir: str, config) -> bool:
   refused, naming the differing keys, and left as it is. Allowed on resume: more
   `train.steps`, and any `eval.*` key (evaluation only); config.json is then updated.
   """
+  from metajax import parallel
   check_workdir(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
-  if not os.path.exists(path):
+  old = None
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+  # Every process has read what was there before process 0 writes (processes > 1): otherwise a
+  # late one would read the new file and take a fresh run for a resumed one.
+  parallel.sync_processes("metajax:prepare_workdir:read")
+  if old is None:
     if jax.process_index() == 0:
       atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
+    parallel.sync_processes("metajax:prepare_workdir:written")
     return False
-  with open(path) as f:
-    old = json.load(f)
   a, b = _flatten(old), _flatten(new)
   diff = config_diff(old, new)
   allowed = lambda k: (k.startswith(EXTENDABLE_PREFIXES) or
@@ -171,6 +178,7 @@ def prepare_workdir(workdir: str, config) -> bool:
     logging.info("resuming %s with %s", workdir,
                  ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff))
     atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
+  parallel.sync_processes("metajax:prepare_workdir:written")
   return True
 
 

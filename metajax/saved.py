@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 
+from metajax import parallel
 from metajax.errors import ConfigError
 from metajax.registry import Registry
 from metajax.runlog import atomic_write, dumps_strict
@@ -53,6 +54,11 @@ def read_card(workdir: str) -> dict[str, Any]:
 
 
 def load_trained(workdir: str):
-  """The trained model of the run in `workdir`, at its latest checkpoint; writes nothing."""
+  """The trained model of the run in `workdir`, at its latest checkpoint; writes nothing.
+
+  With several processes every one calls it (the checkpoint restore is collective); they meet
+  first, so none reads `model.json` before process 0, which may have just trained the run
+  in the same program, has written it."""
+  parallel.sync_processes("metajax:load_trained")
   card = read_card(workdir)
   return LOADERS.get(card["kind"])(workdir, card)

@@ -22,6 +22,8 @@ import json
 import os
 import signal
 import sys
+import time
+import traceback
 
 import jax
 import numpy as np
@@ -66,9 +68,24 @@ def trained(workdir: str, evaluate: bool) -> tuple[dict, dict]:
   return {"step": t.step, "eval": ev}, flat_params(t.state.params)
 
 
+def late_card(delay_s: float = 3.0) -> None:
+  """Process 0 writes model.json `delay_s` late: a process that read it before process 0 had
+  written it (the race `saved.load_trained` waits out) fails every time, not once in a few."""
+  from metajax import saved
+  write = saved.write_card
+
+  def slow_write(*args, **kwargs):
+    if jax.process_index() == 0:
+      time.sleep(delay_s)
+    write(*args, **kwargs)
+  saved.write_card = slow_write
+
+
 def run_protonet(out: str, workdir: str) -> None:
   from metajax import runlog
   from metajax.experiments import fewshot
+  if jax.process_count() > 1:
+    late_card()
   result = fewshot.run(protonet_config(jax.device_count()), workdir)
   scalars, params = trained(workdir, evaluate=False)
   rows = runlog.read_metrics(workdir) if jax.process_index() == 0 else []
@@ -193,4 +210,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main()
+  except BaseException:  # fail now, not after the others' shutdown barrier times out
+    traceback.print_exc()
+    sys.stdout.flush()
+    os._exit(1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import resource
 import signal
 import socket
@@ -99,27 +98,6 @@ def launch(out, tasks: list[str], processes: int, timeout_s: float = 600,
   return results
 
 
-def launch_again_if_hung(out, tasks: list[str], processes: int) -> str:
-  """`launch` in `out`/a; once more in `out`/b when a process ended by a signal (a hang that
-  JAX's barrier timeout aborted, or our deadline), with the first try's logs printed and a
-  warning: the numbers are still compared, but a hang shows in the test summary. The
-  directory of the try that passed."""
-  first = os.path.join(out, "a")
-  try:
-    launch(first, [t.replace("{out}", first) for t in tasks], processes)
-    return first
-  except AssertionError as e:
-    if "rc -" not in str(e):  # an exception or a wrong exit code: a real failure
-      raise
-    print(f"HUNG, launching again: {e}")
-    import warnings
-    warnings.warn(f"{processes}-process launch hung once and passed on a second try; "
-                  "see the captured output", stacklevel=2)
-  second = os.path.join(out, "b")
-  launch(second, [t.replace("{out}", second) for t in tasks], processes)
-  return second
-
-
 def load(out, name: str) -> tuple[dict, dict]:
   with open(os.path.join(out, f"{name}.json")) as f:
     scalars = json.load(f)
@@ -164,9 +142,10 @@ def single(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two(tmp_path_factory, single):
   """2 processes x 2 devices: every task, and a restore of the one-process run."""
-  out = launch_again_if_hung(tmp_path_factory.mktemp("two"), [
-      "protonet:{out}/run", "maml", "automl", f"restore:{single / 'run'}", "bad_batch"], 2)
-  return pathlib.Path(out)
+  out = tmp_path_factory.mktemp("two")
+  launch(out, [f"protonet:{out / 'run'}", "maml", "automl", f"restore:{single / 'run'}",
+               "bad_batch"], processes=2)
+  return out
 
 
 def test_two_processes_protonet_run_equals_one_process(single, two):
