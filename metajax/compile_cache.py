@@ -8,8 +8,9 @@ under a file lock, so concurrent searches write safely. JAX decides once per
 process whether it uses a cache; `use` resets that decision whenever the path changes, so it
 must be called before the compiles it should cover (the search calls it first).
 
-The cache is trusted code: keep it in a directory only you can write (the default is under
-the user's own cache directory).
+The default directory, `DEFAULT_DIR`, stands for `$METAJAX_COMPILE_CACHE` when that is set
+(the tests point it at a temporary directory), else for the user's own cache directory. The
+cache is trusted code: keep it in a directory only you can write.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def hits() -> int:
 
 
 def resolve(path: str) -> str:
-  """The directory `path` names ('' stays '': no cache); '~' is expanded."""
+  """The directory `path` names ('' stays '': no cache; `DEFAULT_DIR`: $METAJAX_COMPILE_CACHE
+  when set); '~' is expanded."""
+  if path == DEFAULT_DIR:
+    path = os.environ.get("METAJAX_COMPILE_CACHE") or path
   return os.path.abspath(os.path.expanduser(path)) if path else ""
 
 

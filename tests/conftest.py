@@ -1,11 +1,25 @@
 """Shared fixtures: tiny class-indexed image datasets registered as 'tiny_images' and
 'tiny_noisy_images', and few-shot configs on them."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
 from metajax import data
 from metajax.data.base import ClassImages
+
+# One persistent compilation cache per test process (and the processes it starts), never the
+# user's: every test compiles against it from the first one on, whatever order they run in.
+if not os.environ.get("METAJAX_COMPILE_CACHE"):
+  _cache = tempfile.mkdtemp(prefix="metajax_test_jax_cache_")
+  os.environ["METAJAX_COMPILE_CACHE"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+from metajax import compile_cache  # noqa: E402
+compile_cache.use(compile_cache.DEFAULT_DIR)
 
 
 def tiny_images(data_dir: str = "", noise: int = 40, name: str = "tiny_images") -> ClassImages:
