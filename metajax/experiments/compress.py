@@ -134,8 +134,7 @@ def finetune_pruned_multimodal(config, source_cfg, model, params, masks, split, 
 def compress_multimodal(config, workdir: str, source: str, distilled: str, mesh) -> list[dict]:
   """Rows of the table for the multimodal model of `source` (and its student `distilled`)."""
   src_cfg = runlog.read_config(source)
-  d = src_cfg.data
-  raw = soc.load(d.data_dir, d.num_train, d.num_test, src_cfg.seed, d.table_rows, d.num_val)
+  raw = clevr.load_scenes(src_cfg)  # the scenes the source trained on
   full = saved.load_trained(source)
   tok, max_len = full.preprocessor.tokenizer, full.model.cfg.max_text_len
   split = lambda s: soc.Split(raw[s], *clevr.encode(tok, raw[s]["q_text"].tolist(), max_len,

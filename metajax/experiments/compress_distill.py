@@ -193,8 +193,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   results.json and model.json. Returns {'report', 'student', 'teacher', 'params'}."""
   check_config(config)
   runlog.check_workdir(workdir)
-  d = config.data
-  raw = soc.load(d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows, d.num_val)
+  raw = clevr.load_scenes(config)
   resumed = runlog.prepare_workdir(workdir, config)
   tdir = teacher_dir(config, workdir)
   if not config.teacher:  # trained (or resumed) here, from teacher_run

@@ -95,15 +95,20 @@ def check_config(config) -> None:
 # --- data: scenes and tokenized questions -------------------------------------------------
 def per_host(config) -> bool:
   """data.per_host_shard: each process generates and samples only its shard of the training
-  scenes (False, also for runs made before the key existed: every process holds them all)."""
+  scenes (False where a config has no such key, as the distillation config)."""
   return bool(config.data.get("per_host_shard", False))
 
 
-def load_scenes(config, train_scenes: range | None) -> dict[str, dict[str, np.ndarray]]:
-  """`soc.load` of the config's data: training scenes `train_scenes` (see there), val, test."""
+def load_scenes(config, shard: bool = False, data_dir: str = "") -> dict[str, dict[str, np.ndarray]]:
+  """`soc.load` of a run config's data (train, val, test; `data_dir` overrides the config's),
+  the training scenes drawn as that run drew them: seeded per scene under
+  `data.per_host_shard` (only this process's shard when `shard`), else as one stream."""
   d = config.data
-  return soc.load(d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows, d.num_val,
-                  train_scenes)
+  scenes = None
+  if per_host(config):
+    scenes = parallel.process_shard(d.num_train) if shard else range(d.num_train)
+  return soc.load(data_dir or d.data_dir, d.num_train, d.num_test, config.seed, d.table_rows,
+                  d.num_val, scenes)
 
 
 def load_tokenizer_for(config, workdir: str, questions):
@@ -239,8 +244,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   """
   check_config(config)
   runlog.check_workdir(workdir)
-  scenes = parallel.process_shard(config.data.num_train) if per_host(config) else None
-  raw = load_scenes(config, scenes)
+  raw = load_scenes(config, shard=True)
   fs = config.eval.fewshot
   if fs.episodes:  # the test split must hold the episodes: checked before training
     fewshot.check_episodes(few.closest_questions(raw["test"])[1], len(soc.COLOURS), fs.ways,
@@ -250,8 +254,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   resumed = runlog.prepare_workdir(workdir, config)
   logging.info("multimodal: %s workdir %s", "resuming" if resumed else "new", workdir)
   # A shard's questions may miss some: every host's tokenizer learns every possible question.
-  tok = load_tokenizer_for(config, workdir, raw["train"]["q_text"].tolist() if scenes is None
-                           else soc.question_texts(config.data.table_rows))
+  tok = load_tokenizer_for(config, workdir, soc.question_texts(config.data.table_rows)
+                           if per_host(config) else raw["train"]["q_text"].tolist())
   split = lambda s: soc.Split(s, *encode(tok, s["q_text"].tolist(), config.model.max_text_len,
                                          config.text.truncate_text))
   data = {name: split(s) for name, s in raw.items()}
@@ -300,8 +304,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   if fs.episodes:
     runlog.say(f"few-shot on fused embeddings: {fs.episodes} episodes per setting ...")
   fs_train = data["train"]
-  if scenes is not None and fs.episodes and fs.head.steps:  # the same episodes on every host:
-    fs_train = split(load_scenes(config, range(config.data.num_train))["train"])  # all scenes
+  if per_host(config) and fs.episodes and fs.head.steps:  # the same episodes on every host:
+    fs_train = split(load_scenes(config)["train"])  # all scenes
   fs_results = few.fewshot_eval(config, model, state.params, fs_train, test, workdir)
   n_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
   path = report.write_report(config, workdir, model.cfg, accuracy, late, fs_results, n_params,

@@ -193,10 +193,8 @@ def run(config, workdir: str) -> dict:
   trained = load_trained(config.trained)  # reads, writes nothing
   runlog.check_workdir(workdir)
   runlog.prepare_workdir(workdir, config)
-  d = trained_cfg.data
-  whole = range(d.num_train) if d.get("per_host_shard", False) else None  # as it trained
-  raw = soc.load(config.data_dir or d.data_dir, d.num_train, d.num_test, trained_cfg.seed,
-                 d.table_rows, d.num_val, whole)
+  from metajax.experiments import sort_of_clevr as clevr  # imports this module
+  raw = clevr.load_scenes(trained_cfg, data_dir=config.data_dir)  # the scenes it trained on
   from metajax.multimodal.tokenize import encode
   tok, mcfg = trained.preprocessor.tokenizer, trained.model.cfg
   split = {n: soc.Split(raw[n], *encode(tok, raw[n]["q_text"].tolist(), mcfg.max_text_len,
