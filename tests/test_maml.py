@@ -80,12 +80,13 @@ def test_anil_adapts_head_only_and_trains_body():
   assert np.abs(grads["model"]["Dense_0"]["kernel"]).sum() > 0
 
 
-def test_remat_map_and_vmap_agree():
+def test_remat_map_scan_and_vmap_agree():
   tasks = regression_tasks()
   base = learner(inner_steps=2)
   state = base.init(KEY, tasks)
   g0 = jax.jit(base.meta_gradient)(state, tasks)[0]
-  for kw in ({"remat": True}, {"task_batching": "map"}, {"unroll": False}):
+  for kw in ({"remat": True}, {"task_batching": "map"}, {"unroll": False},
+             {"task_batching": "scan"}, {"task_batching": "scan", "task_chunk": 3}):
     assert_trees_close(jax.jit(learner(inner_steps=2, **kw).meta_gradient)(state, tasks)[0], g0)
 
 
@@ -147,6 +148,12 @@ def test_batch_norm_transductive_vs_per_step():
   assert "BatchNorm_0" not in sp.params["model"]
   assert sp.model_state["batch_stats"]["BatchNorm_0"]["mean"].shape == (3, 4)
   sp2, _ = jax.jit(per.train_step)(sp, tasks, KEY)
+  scan = learner("classification", model, 3, inner_steps=2, batch_norm="per_step",
+                 task_batching="scan")
+  g_scan, _, stats_scan = jax.jit(scan.meta_gradient)(sp, tasks)  # per-task chunks
+  g_vmap, _, stats_vmap = jax.jit(per.meta_gradient)(sp, tasks)
+  assert_trees_close(g_scan, g_vmap)
+  assert_trees_close(stats_scan, stats_vmap, tol=1e-4)  # activations O(1), summed in another order
   moved = np.abs(sp2.model_state["batch_stats"]["BatchNorm_0"]["mean"]).sum(-1)
   assert np.all(moved > 0)  # every step's running mean was updated
   full = per._forward(sp2.params, sp2.model_state, fast, x, 1, train=False)[0]
@@ -162,11 +169,20 @@ def test_batch_norm_transductive_vs_per_step():
     ({"learn_lr": "per_tensor"}, "learner.learn_lr"),
     ({"batch_norm": "none"}, "learner.batch_norm"),
     ({"task_batching": "pmap"}, "learner.task_batching"),
+    ({"task_chunk": 0}, "learner.task_chunk"),
 ])
 def test_bad_config_raises(kw, key):
   with pytest.raises(ConfigError) as e:
     learner(**kw)
   assert e.value.key == key
+
+
+def test_scan_chunk_must_divide_the_meta_batch():
+  tasks = regression_tasks(b=3)
+  lrn = learner(task_batching="scan", task_chunk=2)
+  with pytest.raises(ConfigError, match="does not divide the meta-batch of 3") as e:
+    lrn.meta_gradient(lrn.init(KEY, tasks), tasks)
+  assert e.value.key == "learner.task_chunk"
 
 
 def test_bad_model_raises_before_compiling():

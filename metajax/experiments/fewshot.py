@@ -73,6 +73,11 @@ def check_config(config) -> None:
                       f"steps (log_every={t.log_every})", f"a multiple of {t.log_every}")
   for key, value in (("train.meta_batch", t.meta_batch), ("eval.batch", config.eval.batch)):
     parallel.check_divides(key, value, what="tasks")
+  chunk = config.learner.get("task_chunk", 1)
+  if config.learner.get("task_batching") == "scan" and t.meta_batch % chunk:
+    raise ConfigError("learner.task_chunk", chunk,
+                      f"it does not divide train.meta_batch={t.meta_batch}",
+                      "a divisor of the meta-batch")
 
 
 def train_spec(config) -> EpisodeSpec:

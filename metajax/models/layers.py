@@ -5,8 +5,8 @@ conv4-sized layers, and under `vmap` with per-task weights (MAML) every
 convolution becomes a grouped convolution, slower still. Written as patches x
 matmul, a stride-1 convolution is a plain dot (a batched dot under `vmap`),
 which XLA CPU runs well, and its first and second derivatives are dots, pads and
-slices too. Likewise a 2x2 max-pool as reshape + max avoids `reduce_window`,
-whose second derivative is slow on CPU.
+slices too. Likewise a 2x2 max-pool as maxima of contiguous halves avoids
+`reduce_window`, whose second derivative is slow on CPU.
 
 All functions take NHWC inputs and HWIO kernels (Flax's layouts) and give the
 same values and derivatives as `flax.linen.Conv` / `flax.linen.max_pool`
@@ -52,16 +52,22 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "im2col") -> jax.Array:
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 stride-2 'VALID' max-pool (odd trailing rows/columns dropped) as reshape + max.
+  """2x2 stride-2 'VALID' max-pool (odd trailing rows/columns dropped) as two elementwise
+  maxima of contiguous halves: column pairs, then row pairs (reshapes are free).
 
   x: [N, H, W, C] -> [N, H // 2, W // 2, C]; same values as
-  `nn.max_pool(x, (2, 2), strides=(2, 2))`. The derivative of `max` splits ties
-  equally where `reduce_window` picks one element; after a ReLU, ties are zeros
-  whose gradient is zero either way.
+  `nn.max_pool(x, (2, 2), strides=(2, 2))`. The derivative of `maximum` splits ties
+  where `reduce_window` picks one element; after a ReLU, ties are zeros whose gradient is
+  zero either way. (A reshape to [N, H/2, 2, W/2, 2, C] + `max` over the window axes is as
+  fast, but XLA CPU's algebraic simplifier miscompiles its vmapped second-order gradient:
+  tests/test_conv_impl.py::test_vmapped_maml_gradient_matches_xla_ops.)
   """
   n, h, w, c = x.shape
-  x = x[:, : h // 2 * 2, : w // 2 * 2, :]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  h, w = h // 2, w // 2
+  x = x[:, : 2 * h, : 2 * w, :].reshape(n, 2 * h, w, 2 * c)
+  x = jnp.maximum(x[..., :c], x[..., c:])  # column pairs: [N, 2H, W, C]
+  x = x.reshape(n, h, 2, w * c)
+  return jnp.maximum(x[:, :, 0], x[:, :, 1]).reshape(n, h, w, c)  # row pairs
 
 
 class Conv(nn.Module):
