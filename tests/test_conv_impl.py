@@ -38,9 +38,13 @@ def test_conv_module_same_params_as_nn_conv():
 
 def test_max_pool_matches_reduce_window():
   x = jax.random.normal(jax.random.key(2), (2, 7, 6, 3))
-  _close(layers.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)), 0)
+  x = x.at[0, 0, 0].set(x[0, 0, 1]).at[1, 2:4, 2:4].set(0.0)  # ties: the first element wins
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  _close(layers.max_pool_2x2(x), ref(x), 0)
   g = lambda pool: jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(pool(x)))))(x)
-  _close(g(layers.max_pool_2x2), g(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))))
+  _close(g(layers.max_pool_2x2), g(ref), 1e-6)
+  h = lambda pool: jax.jit(jax.hessian(lambda x: jnp.sum(jnp.sin(pool(x)) ** 2)))(x[:1, :4, :5, :2])
+  _close(h(layers.max_pool_2x2), h(ref), 1e-6)
 
 
 def _maml_loss(model, variables, sx, sy, qx, qy, lr=0.4):

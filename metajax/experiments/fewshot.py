@@ -73,7 +73,7 @@ def check_config(config) -> None:
                       f"steps (log_every={t.log_every})", f"a multiple of {t.log_every}")
   for key, value in (("train.meta_batch", t.meta_batch), ("eval.batch", config.eval.batch)):
     parallel.check_divides(key, value, what="tasks")
-  chunk = config.learner.get("task_chunk", 1)
+  chunk = config.learner.get("task_chunk", 1) or jax.device_count()
   if config.learner.get("task_batching") == "scan" and t.meta_batch % chunk:
     raise ConfigError("learner.task_chunk", chunk,
                       f"it does not divide train.meta_batch={t.meta_batch}",

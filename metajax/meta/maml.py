@@ -115,6 +115,7 @@ class MAMLConfig:
   batch_norm: str = "transductive"
   task_batching: str = "vmap"
   task_chunk: int = 1             # 'scan': tasks vmapped per iteration; divides the meta-batch
+                                  # (in a config, 0 = jax.device_count(): one task per device)
   eval_inner_steps: int | None = None  # steps for the final meta-test metric; None: inner_steps
   curve_steps: int = 10           # eval_step also reports metrics after 0..curve_steps steps
   task: str = "classification"    # or 'regression' (MSE on float targets)
@@ -449,6 +450,8 @@ def build(cfg, model_fn, optimizer: optax.GradientTransformation, ways: int, tas
     if cfg.get(key, value) != value:
       raise ConfigError(f"learner.{key}", cfg[key], f"learner.name={name!r} sets it",
                         f"{value!r}, or another learner.name")
+  if cfg.get("task_chunk") == 0:
+    cfg["task_chunk"] = jax.device_count()
   config = MAMLConfig(**{**VARIANTS[name], **cfg, "task": task})
   num_ways = ways if task == "classification" else None
   return MAML(model=model_fn(num_ways or 1), optimizer=optimizer, config=config, num_ways=num_ways)

@@ -5,8 +5,8 @@ conv4-sized layers, and under `vmap` with per-task weights (MAML) every
 convolution becomes a grouped convolution, slower still. Written as patches x
 matmul, a stride-1 convolution is a plain dot (a batched dot under `vmap`),
 which XLA CPU runs well, and its first and second derivatives are dots, pads and
-slices too. Likewise a 2x2 max-pool as maxima of contiguous halves avoids
-`reduce_window`, whose second derivative is slow on CPU.
+slices too. Likewise a 2x2 max-pool from strided taps with a select-based derivative
+avoids `reduce_window`, whose second derivative is slow on CPU.
 
 All functions take NHWC inputs and HWIO kernels (Flax's layouts) and give the
 same values and derivatives as `flax.linen.Conv` / `flax.linen.max_pool`
@@ -51,23 +51,39 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "im2col") -> jax.Array:
   raise ValueError(f"conv impl {impl!r}: expected one of {CONV_IMPLS}")
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 stride-2 'VALID' max-pool (odd trailing rows/columns dropped) as two elementwise
-  maxima of contiguous halves: column pairs, then row pairs (reshapes are free).
-
-  x: [N, H, W, C] -> [N, H // 2, W // 2, C]; same values as
-  `nn.max_pool(x, (2, 2), strides=(2, 2))`. The derivative of `maximum` splits ties
-  where `reduce_window` picks one element; after a ReLU, ties are zeros whose gradient is
-  zero either way. (A reshape to [N, H/2, 2, W/2, 2, C] + `max` over the window axes is as
-  fast, but XLA CPU's algebraic simplifier miscompiles its vmapped second-order gradient:
-  tests/test_conv_impl.py::test_vmapped_maml_gradient_matches_xla_ops.)
-  """
+def _pool_taps(x: jax.Array) -> tuple[jax.Array, ...]:
+  """The four [N, H // 2, W // 2, C] taps of 2x2 stride-2 windows, in row-major window order."""
   n, h, w, c = x.shape
   h, w = h // 2, w // 2
-  x = x[:, : 2 * h, : 2 * w, :].reshape(n, 2 * h, w, 2 * c)
-  x = jnp.maximum(x[..., :c], x[..., c:])  # column pairs: [N, 2H, W, C]
-  x = x.reshape(n, h, 2, w * c)
-  return jnp.maximum(x[:, :, 0], x[:, :, 1]).reshape(n, h, w, c)  # row pairs
+  y = x[:, : 2 * h, : 2 * w, :].reshape(n, h, 2, w, 2, c)
+  return y[:, :, 0, :, 0], y[:, :, 0, :, 1], y[:, :, 1, :, 0], y[:, :, 1, :, 1]
+
+
+@jax.custom_jvp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 stride-2 'VALID' max-pool (odd trailing rows/columns dropped) from strided taps.
+
+  x: [N, H, W, C] -> [N, H // 2, W // 2, C]; the values of `nn.max_pool(x, (2, 2),
+  strides=(2, 2))` and its derivatives, ties included: the tangent (and so the gradient)
+  flows through the first maximal element of each window, as `reduce_window`'s does, by
+  selects whose masks have zero derivative, so second-order MAML differentiates only
+  selects. (Differentiating `max` itself instead, over a reshaped window axis, was slower,
+  and XLA CPU's algebraic simplifier miscompiled its vmapped second-order gradient:
+  tests/test_conv_impl.py::test_vmapped_maml_gradient_matches_xla_ops.)
+  """
+  a, b, c, d = _pool_taps(x)
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+@max_pool_2x2.defjvp
+def _max_pool_2x2_jvp(primals, tangents):
+  (x,), (tx,) = primals, tangents
+  (a, b, c, d), (ta, tb, tc, td) = _pool_taps(x), _pool_taps(tx)
+  first, second = a >= b, c >= d  # ties: the earlier element, as reduce_window
+  top, bottom = jnp.where(first, a, b), jnp.where(second, c, d)
+  upper = top >= bottom
+  return (jnp.where(upper, top, bottom),
+          jnp.where(upper, jnp.where(first, ta, tb), jnp.where(second, tc, td)))
 
 
 class Conv(nn.Module):
