@@ -23,7 +23,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c = common.config("fewshot", seed=0)
   c.data = common.data("glyphs", data_dir="")  # '' -> $METAJAX_DATA_DIR or ~/.cache/metajax
   # XLA's convolution beats im2col for ProtoNet's first-order step on CPU (bench/meta_step.py);
-  # pool 'auto' = reshape-max on CPU. All implementations give the same values
+  # pool 'auto' = strided-tap max-pool on CPU. All implementations give the same values
   # (tests/test_conv_impl.py).
   c.model = common.model("conv4", filters=64, depth=4, conv_impl="xla", pool_impl="auto")
   c.learner = ml_collections.ConfigDict(dict(name="protonet"))  # no other setting
