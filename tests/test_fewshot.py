@@ -60,6 +60,16 @@ def test_maml_learns(tmp_path):
     trained.evaluate("tiny_noisy_images", ways=3, shots=1)
 
 
+def test_scan_chunk_that_does_not_divide_the_meta_batch_fails_before_any_work(tmp_path):
+  from configs import maml_glyphs
+  from metajax.experiments import fewshot
+  c = maml_glyphs.get_config()
+  c.train.meta_batch, c.learner.task_chunk = 6, 4
+  with pytest.raises(ConfigError, match="does not divide the meta-batch of 6") as e:
+    fewshot.check_config(c)
+  assert e.value.key == "learner.task_chunk"
+
+
 def test_load_trained_evaluates_predicts_and_writes_nothing(protonet_run):
   wd = str(protonet_run[0])
   before = listing(wd)

@@ -24,6 +24,7 @@ from metajax.data.sinusoid import Sinusoid
 from metajax.errors import ConfigError, require_positive
 from metajax.experiments import fewshot_report
 from metajax.meta import ALGORITHMS
+from metajax.meta.batching import check_chunk, resolve_chunk
 from metajax.meta.evaluate import evaluate, sampler, summarise, task_kind
 
 
@@ -73,11 +74,8 @@ def check_config(config) -> None:
                       f"steps (log_every={t.log_every})", f"a multiple of {t.log_every}")
   for key, value in (("train.meta_batch", t.meta_batch), ("eval.batch", config.eval.batch)):
     parallel.check_divides(key, value, what="tasks")
-  chunk = config.learner.get("task_chunk", 1) or jax.device_count()
-  if config.learner.get("task_batching") == "scan" and t.meta_batch % chunk:
-    raise ConfigError("learner.task_chunk", chunk,
-                      f"it does not divide train.meta_batch={t.meta_batch}",
-                      "a divisor of the meta-batch")
+  if config.learner.get("task_batching") == "scan":
+    check_chunk(resolve_chunk(config.learner.get("task_chunk", 1)), t.meta_batch)
 
 
 def train_spec(config) -> EpisodeSpec:

@@ -34,17 +34,8 @@ Batch norm (Linen `BatchNorm` with a `batch_stats` collection):
       statistics, so it is not transductive. Steps past `inner_steps` reuse the
       last copy.
 
-Tasks of a meta-batch are batched inside one jitted step (`task_batching`):
-  'vmap'  every task at once: the forward and backward passes of the whole
-          meta-batch are single batched ops;
-  'map'   `lax.map`, one task after another, differentiated through the loop (its
-          backward reads per-task residuals stacked by the forward loop);
-  'scan'  `lax.scan` over chunks of `task_chunk` vmapped tasks, each chunk's meta-gradient
-          taken inside the loop body and summed in the carry: no residual crosses an
-          iteration, so a chunk's activations stay in cache and peak memory is one chunk's
-          (on a 2-core CPU, conv4 MAML ~1.5x faster than 'vmap' at half the memory;
-          BUILD_NOTES.md). A meta-batch sharded over a mesh axis of d devices wants
-          `task_chunk` a multiple of d: the chunk axis is the sharded one.
+Tasks of a meta-batch are batched inside one jitted step as `task_batching` says
+(`metajax.meta.batching`: 'vmap', 'map', or 'scan' over chunks of `task_chunk` tasks).
 The code holds no sharding annotations, so a meta-batch sharded along a mesh axis just works.
 
 Example on your own Linen model (5-way classification)::
@@ -79,12 +70,12 @@ import optax
 from flax import traverse_util
 
 from metajax.data.episodes import Tasks
+from metajax.meta.batching import TASK_BATCHING, mean_over_chunks, over_tasks, resolve_chunk
 from metajax.errors import ConfigError, require_in
 from metajax.state import TrainState
 
 LEARN_LR = ("none", "per_layer_step", "per_param")
 BATCH_NORM = ("transductive", "per_step")
-TASK_BATCHING = ("vmap", "map", "scan")
 TASKS = ("classification", "regression")
 INNER_OPTIMIZERS = {
     "sgd": optax.identity,
@@ -334,9 +325,7 @@ class MAML:
     return self._forward(state.params, state.model_state, fast, qx, c.test_steps, train=False)[0]
 
   def _over_tasks(self, fn, tasks: Tasks):
-    if self.config.task_batching != "map":  # 'scan' vmaps within a chunk (and to evaluate)
-      return jax.vmap(fn)(*tasks)
-    return jax.lax.map(lambda t: fn(*t), tuple(tasks))
+    return over_tasks(fn, tasks, self.config.task_batching)
 
   # ---------------------------------------------------------------- steps
 
@@ -365,40 +354,25 @@ class MAML:
   def meta_gradient(self, state: TrainState, tasks: Tasks):
     """(meta-gradient w.r.t. state.params, metrics, new model_state) of one meta-batch."""
     value_and_grad = jax.value_and_grad(self.meta_loss, has_aux=True)
-    if self.config.task_batching == "scan":
-      grads, loss, acc, model_state = self._scanned_gradient(value_and_grad, state, tasks)
+    if self.config.task_batching == "scan":  # each chunk's gradient inside the loop, summed
+      per_step = self.config.batch_norm == "per_step"  # only then does a pass update model_state
+
+      def chunk_gradient(chunk):
+        (_, (loss, acc, stats)), grads = value_and_grad(
+            state.params, state.model_state, chunk, state.step)
+        return grads, loss, acc, (stats if per_step else {})
+
+      zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+      zeros = (zero(state.params), jnp.zeros(()), jnp.zeros(()),
+               zero(state.model_state) if per_step else {})
+      grads, loss, acc, model_state = mean_over_chunks(
+          chunk_gradient, tasks, self.config.task_chunk, zeros)
+      model_state = model_state if per_step else state.model_state
     else:
       (_, (loss, acc, model_state)), grads = value_and_grad(
           state.params, state.model_state, tasks, state.step)
     metrics = {"loss": loss, **({"accuracy": acc} if self.config.task == "classification" else {})}
     return grads, metrics, model_state
-
-  def _scanned_gradient(self, value_and_grad, state: TrainState, tasks: Tasks):
-    """Mean over chunks of each chunk's meta-gradient, taken inside a `lax.scan` body.
-
-    tasks [B, ...] -> [B / task_chunk, task_chunk, ...]: the scan runs over the first axis,
-    each step vmaps `task_chunk` tasks (the axis a mesh shards when B is split into blocks).
-    """
-    k, b = self.config.task_chunk, tasks.support_x.shape[0]
-    if b % k:
-      raise ConfigError("learner.task_chunk", k, f"it does not divide the meta-batch of {b} tasks",
-                        "a divisor of the meta-batch")
-    chunks = jax.tree.map(lambda a: a.reshape(k, b // k, *a.shape[1:]).swapaxes(0, 1), tasks)
-
-    per_step = self.config.batch_norm == "per_step"  # only then does a pass update model_state
-
-    def body(total, chunk):
-      (_, (loss, acc, stats)), grads = value_and_grad(
-          state.params, state.model_state, chunk, state.step)
-      return jax.tree.map(jnp.add, total, (grads, loss, acc, stats if per_step else {})), None
-
-    zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-    start = (zero(state.params), jnp.zeros(()), jnp.zeros(()),
-             zero(state.model_state) if per_step else {})
-    total, _ = jax.lax.scan(body, start, chunks)
-    grads, loss, acc, stats = jax.tree.map(lambda a: a / (b // k), total)
-    model_state = stats if per_step else state.model_state
-    return grads, loss, acc, model_state
 
   def train_step(self, state: TrainState, tasks: Tasks, key: jax.Array):
     """One outer step on a meta-batch ([B, ...] tasks) -> (state, {'loss', 'accuracy'})."""
@@ -450,8 +424,8 @@ def build(cfg, model_fn, optimizer: optax.GradientTransformation, ways: int, tas
     if cfg.get(key, value) != value:
       raise ConfigError(f"learner.{key}", cfg[key], f"learner.name={name!r} sets it",
                         f"{value!r}, or another learner.name")
-  if cfg.get("task_chunk") == 0:
-    cfg["task_chunk"] = jax.device_count()
+  if "task_chunk" in cfg:
+    cfg["task_chunk"] = resolve_chunk(cfg["task_chunk"])
   config = MAMLConfig(**{**VARIANTS[name], **cfg, "task": task})
   num_ways = ways if task == "classification" else None
   return MAML(model=model_fn(num_ways or 1), optimizer=optimizer, config=config, num_ways=num_ways)
