@@ -5,9 +5,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from metajax import models
+from metajax.data.episodes import Tasks
+from metajax.meta.maml import MAML, MAMLConfig
 from metajax.models import layers
 
 
@@ -84,9 +87,6 @@ def test_vmapped_maml_gradient_matches_xla_ops(batching):
   algebraic simplifier miscompiled this gradient (Conv_0 kernel off by ~2% here, 5-25% on
   conv4-64), while every single-task check above passed.
   """
-  import optax
-  from metajax.data.episodes import Tasks
-  from metajax.meta.maml import MAML, MAMLConfig
   x = jax.random.uniform(jax.random.key(0), (2, 12, 8, 8, 1))
   y = jnp.tile(jnp.arange(3), (2, 4))
   tasks = Tasks(x[:, :6], y[:, :6], x[:, 6:], y[:, 6:])
