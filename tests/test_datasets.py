@@ -78,6 +78,19 @@ def test_no_meta_test_class_is_a_near_copy_of_a_meta_train_class():
   assert not glyphs.near_copies(m, ["Latin"] * 2)[0, 1]
 
 
+def test_glyph_letters_renders_meta_train_letters_many_times_deterministically():
+  from metajax.data import glyph_letters
+  a, b = glyph_letters.build(classes=4, examples=6), glyph_letters.build(classes=4, examples=6)
+  assert a.modality == "image" and a.X.shape == (24, glyphs.SIZE, glyphs.SIZE)
+  assert a.X.dtype == np.uint8 and a.X.reshape(24, -1).max(1).min() > 0  # every image has ink
+  np.testing.assert_array_equal(a.X, b.X)
+  assert (a.y == b.y).all() and len(set(a.y)) == 4 and (np.unique(a.y, return_counts=True)[1] == 6).all()
+  train = {glyphs.class_name(c["cp"]) for c in glyphs.choose_classes() if c["split"] == "train"}
+  assert set(a.y) <= train and not any("DIGIT" in n for n in a.y)
+  c = glyph_letters.build(seed=1, classes=4, examples=6)
+  assert (c.y == a.y).all() and not np.array_equal(c.X, a.X)  # seed: other renderings
+
+
 # ---------------------------------------------------------------- glyphs: arrays and cache
 
 def test_glyph_arrays(glyph_dir):

@@ -86,6 +86,20 @@ def test_split_by_dataset_is_enforced():
   c.run_families = ("cnn",)
   with pytest.raises(ConfigError, match="uci_digits"):  # the same data under another name
     spec.check(c)
+  c.families.cnn.train_datasets, c.families.cnn.test_datasets = ("glyph_letters",), ("glyphs",)
+  with pytest.raises(ConfigError, match="glyphs"):  # letters rendered from glyphs' classes
+    spec.check(c)
+
+
+def test_family_task_and_pool_sizes_override_the_shared_ones():
+  c = tiny_config()
+  assert spec.family_spec(c, "mlp").train_rows == c.tasks.train_rows
+  c.families.mlp.train_rows = 48
+  assert spec.family_spec(c, "mlp").train_rows == 48
+  assert spec.family_spec(c, "cnn").train_rows == c.families.cnn.train_rows != 48
+  c.families.mlp.max_rows = 0
+  with pytest.raises(ConfigError, match="families.mlp.max_rows"):
+    spec.check(c)
 
 
 def test_same_seed_same_tasks_and_meta_step(setup, tbptt):

@@ -50,7 +50,7 @@ def load(name: str, data_dir: str = "", max_rows: int = 0, seed: int = 0) -> Dat
 def names() -> list[str]:
   """Registry names AutoML can search on (ClassImages sets too), plus tfds:NAME."""
   from metajax.data import tabular
-  return list(tabular.NAMES) + ["glyphs", "uci_digits", "tfds:<name>"]
+  return list(tabular.NAMES) + ["glyphs", "glyph_letters", "uci_digits", "tfds:<name>"]
 
 
 def _from_class_images(ci: ClassImages) -> Dataset:

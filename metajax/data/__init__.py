@@ -12,6 +12,7 @@ from metajax.registry import Registry
 
 DATASETS = Registry("dataset")
 DATASETS.register("glyphs", "metajax.data.glyphs:load")
+DATASETS.register("glyph_letters", "metajax.data.glyph_letters:load")
 DATASETS.register("uci_digits", "metajax.data.uci_digits:load")
 DATASETS.register("omniglot", "metajax.data.tfds_images:load_omniglot")
 DATASETS.register("sinusoid", "metajax.data.sinusoid:load")

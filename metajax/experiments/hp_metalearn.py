@@ -29,9 +29,10 @@ def load_pools(config, family: spec.FamilySpec, names, notes: list[str]) -> list
   """The pools of `names` for `family`; a dataset not on this machine (optional package or
   prepared tfds directory missing) is skipped with a note when `data.skip_missing`."""
   d, pools = config.data, []
+  max_rows = config.families[family.name].get("max_rows", d.max_rows)
   for name in names:
     try:
-      pools.append(tasks_lib.load_pool(name, family, d.data_dir, d.max_rows, d.max_classes,
+      pools.append(tasks_lib.load_pool(name, family, d.data_dir, max_rows, d.max_classes,
                                        config.seed))
     except tasks_lib.MissingData as e:
       if not d.skip_missing:

@@ -20,7 +20,7 @@ FAMILIES = {"mlp": "flat", "cnn": "image", "gru": "ids"}  # family -> input kind
 ESTIMATORS = ("tbptt", "pes")
 INNER_OPTIMIZERS = ("adam", "sgd")
 # Datasets that are the same data under two names: a split by dataset must keep them together.
-SAME_SOURCE = {"uci_digits": "digits"}
+SAME_SOURCE = {"uci_digits": "digits", "glyph_letters": "glyphs"}
 
 
 def source(name: str) -> str:
@@ -178,6 +178,9 @@ def _check_family(config, name: str) -> None:
     raise ConfigError(f"{key}.test_datasets", leak[0], "is (the same data as) a meta-train "
                       "dataset; a held-out dataset must never be seen in meta-training",
                       "datasets not in train_datasets: " + ", ".join(train))
+  for k in ("train_rows", "max_rows"):  # the family's own task and pool sizes, if given
+    if k in fc and not fc[k] > 0:
+      raise ConfigError(f"{key}.{k}", fc[k], "must be positive", "> 0 (or leave it out)")
   if FAMILIES[name] == "flat" and not fc.features > 0:
     raise ConfigError(f"{key}.features", fc.features, "must be positive", "> 0")
   if FAMILIES[name] == "image" and not fc.image_size >= 4:
@@ -197,7 +200,7 @@ def family_spec(config, name: str) -> FamilySpec:
   if kind == "ids":
     model["vocab_size"] = int(fc.vocab_size)
   return FamilySpec(name, tuple(sorted((k, _frozen(v)) for k, v in model.items())),
-                    int(fc.max_classes), shape, int(config.tasks.train_rows),
+                    int(fc.max_classes), shape, int(fc.get("train_rows", config.tasks.train_rows)),
                     int(config.tasks.val_rows), _tuple(fc.train_datasets),
                     _tuple(fc.test_datasets), int(fc.get("vocab_size", 0)))
 
