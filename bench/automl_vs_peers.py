@@ -3,6 +3,7 @@
   flock /tmp/metajax_heavy.lock .venv/bin/python bench/automl_vs_peers.py \
       --budget_s=60 --seeds=0,1,2 --out=/tmp/automl_bench_60.json     # resumes from --out
   .venv/bin/python bench/automl_vs_peers.py --table=/tmp/automl_bench_60.json  # table only
+  ... --rerun=metajax --out=/tmp/automl_bench_60.json  # metajax again, the peers' runs kept
 
 Every method sees the same stratified train/val/test split (one per seed) and the same
 preprocessed features (metajax's built-in preprocessing; peers get the flat matrix). Selection
@@ -332,16 +333,27 @@ def run_method(method, prep, ds, c, budget_s, seed):
           "tfidf-logreg": lambda: tfidf_run(prep, ds, c)}[method]()
 
 
-def run_dataset(name, args, seed) -> dict:
+def run_dataset(name, args, seed, old=None) -> dict:
+  """Every method on one dataset and seed; with `old` (this key's earlier results), only the
+  methods named in --rerun run again, the others are kept."""
   c = config_lib.default_config()
   c.data.name, c.data.max_rows, c.seed = name, args.max_rows, seed
   prep, fams, ds = load(c)
   ytr, _, yte = prep.y
-  r = {"metajax": metajax_run(prep, fams, args.budget_s, seed)}
-  r["metajax-search-pick"] = dict(test=r["metajax"].pop("search_pick_test"))
+  rerun = set(args.rerun.split(",")) if old else None
+  keep = lambda m: rerun is not None and m not in rerun and m in old
+  r = {}
+  if keep("metajax"):
+    r["metajax"], r["metajax-search-pick"] = old["metajax"], old["metajax-search-pick"]
+  else:
+    r["metajax"] = metajax_run(prep, fams, args.budget_s, seed)
+    r["metajax-search-pick"] = dict(test=r["metajax"].pop("search_pick_test"))
   skipped = []
   for peer in args.peers.split(","):
     if peer == "tfidf-logreg" and prep.modality != "text":
+      continue
+    if keep(peer):
+      r[peer] = old[peer]
       continue
     out = run_method(peer, prep, ds, c, args.budget_s, seed)
     if out is None:
@@ -371,6 +383,8 @@ def main():
   ap.add_argument("--peers", default=",".join(PEERS))
   ap.add_argument("--out", default="/tmp/automl_bench.json")
   ap.add_argument("--table", default="", help="print the table of this JSON and exit")
+  ap.add_argument("--rerun", default="", help="methods to run again on the (dataset, seed) "
+                  "pairs --out already holds, e.g. metajax after a change; the rest are kept")
   args = ap.parse_args()
   if args.table:
     with open(args.table) as f:
@@ -391,10 +405,10 @@ def main():
   for seed in map(int, args.seeds.split(",")):
     for name in args.datasets.split(","):
       key = f"{name}/{seed}"
-      if key in doc["runs"]:
+      if key in doc["runs"] and not args.rerun:
         continue
       t0 = time.perf_counter()
-      r = run_dataset(name, args, seed)
+      r = run_dataset(name, args, seed, doc["runs"].get(key))
       r["_meta"]["date"] = time.strftime("%Y-%m-%d %H:%M")
       doc["runs"][key] = r
       print(f"{key} ({time.perf_counter() - t0:.0f} s): " + ", ".join(

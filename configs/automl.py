@@ -12,8 +12,9 @@ command resumes without redoing finished rungs. `:tiny`: iris, six trials, secon
 
 After the search, `selection` picks the final model: on small data (< 2,000 train+validation
 rows) the top 5 configurations are re-scored out of fold over holdouts of train+validation, a
-greedy ensemble is kept if it scores better, and the result is refit on train+validation; the
-report warns when the rows cannot separate the top two configurations (on breast_cancer they
+greedy ensemble is kept if it scores better, and the result is refit on train+validation
+(with `search.time_budget_s`, each step only where its estimated cost fits in the time left:
+the search stops at 1 - `selection.time_share` of the budget); the report warns when the rows cannot separate the top two configurations (on breast_cancer they
 usually cannot).
 
 Every run records its trials in the experience store (`store_path`) and, before searching,
@@ -70,7 +71,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
       group_size=4,          # consecutive samples sharing architecture + batch size
       trees_per_budget=4,    # random-forest trees per budget unit
       boost_per_budget=16,   # gradient-boosting iterations per budget unit (432 at 27)
-      time_budget_s=0.0,     # 0: no wall-clock limit
+      time_budget_s=0.0,     # 0: no wall-clock limit; else search + final selection together
       progress=True,         # one console line per rung (trials, best so far, time left)
       families=(),           # empty: every family that fits the data (mlp/cnn/gru, rf, gbm;
                              # texts also linear: TF-IDF + logistic regression)

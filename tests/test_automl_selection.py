@@ -86,7 +86,7 @@ def test_bad_input_list_fails_clearly_and_writes_nothing(tmp_path):
     with pytest.raises(data_lib.DataError, match=match):
       fit(X, yy)
   for kw, match in [(dict(time_budget_s=-1), "time_budget_s"), (dict(metric="auc"), "metric"),
-                    (dict(top_k=0), "top_k")]:
+                    (dict(top_k=0), "top_k"), (dict(time_share=1.0), "time_share")]:
     with pytest.raises(ConfigError, match=match):
       AutoML(**{**FAST, **kw})
   assert os.listdir(tmp_path) == []  # nothing written
@@ -214,6 +214,33 @@ def test_holdouts_are_limited_to_what_the_time_budget_affords():
   assert [t.id for t in keep] == [0, 1, 2, 3]
   keep, note = selection.affordable(ts, 4, seconds=6.0)  # not even two: validation scores
   assert keep == ts and "skipped" in note and "10.0 s" in note
+
+
+def test_time_budget_covers_search_and_selection():
+  from metajax.automl import config as config_lib
+  from metajax.automl.search import Trial, search_seconds
+  c = config_lib.default_config()
+  c.search.time_budget_s, c.selection.time_share = 60.0, 0.25
+  assert search_seconds(c) == pytest.approx(45.0)  # the rest is kept for the final selection
+  c.search.time_budget_s = 0.0
+  assert search_seconds(c) == float("inf")
+  ts = [Trial(0, "rf", {}, history=[dict(budget=1.0, score=0.9, train_s=2.0, compile_s=5.0)]),
+        Trial(1, "mlp", {}, history=[dict(budget=1.0, score=0.9, train_s=1.0, compile_s=3.0)])]
+  # training seconds scaled by rows; a neural family compiles new shapes, a tree family not
+  assert selection.refit_seconds(ts, 150, 100) == pytest.approx(2.0 * 1.5 + 1.0 * 1.5 + 3.0)
+
+
+def test_refit_that_does_not_fit_in_the_time_left_is_skipped(monkeypatch):
+  df, y = _table()
+  monkeypatch.setattr(selection, "refit_seconds", lambda *a: 1e6)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    m = AutoML(**dict(FAST, time_budget_s=600.0, families=("rf",))).fit(df, y)
+  s = m.selection_
+  assert s["refit"] is None
+  assert any("refit on train+validation skipped" in n and "1000000.0 s" in n for n in s["notes"])
+  assert m.predict(df).shape == (len(df),)  # the models trained on the training split
+  assert m.best_["test"]["accuracy"] > 0.6
 
 
 def test_large_data_path_scores_on_validation_and_still_refits():

@@ -207,6 +207,14 @@ def test_resume_restores_latest_checkpoint_and_rates_round_trip(tmp_path):
   assert mlp.layers == ("Dense_0", "Dense_1") and mlp.inner_steps == c.inner.steps
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
+  # the kept rates are those of the lowest meta-validation objective (the first on ties)
+  objective = {r["step"]: r["tbptt/mlp/objective"] for r in rows if "tbptt/mlp/objective" in r}
+  assert sorted(objective) == [0, 2, 4]
+  with open(os.path.join(wd, "results.json")) as f:
+    selected = json.load(f)["selected_step"]["tbptt/mlp"]
+  assert selected == min(objective, key=lambda s: (objective[s], s))
+  if selected == 0:
+    np.testing.assert_allclose(mlp.log_lr, np.log(c.inner.default_lr), rtol=1e-6)
   # drop the last checkpoint: a rerun resumes from the one before and ends the same
   ckpts = os.path.join(wd, "checkpoints")
   assert sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) == [2, 4]
@@ -221,6 +229,10 @@ def test_resume_restores_latest_checkpoint_and_rates_round_trip(tmp_path):
   np.testing.assert_allclose(learned.load_learned_rates(wd).families["mlp"].log_lr, mlp.log_lr,
                              rtol=1e-6)
   assert again["results"].keys() == first["results"].keys() == {"mlp/iris"}
+  c.eval.select = "last"
+  experiments.run(c, str(tmp_path / "last"))
+  with open(os.path.join(tmp_path, "last", "results.json")) as f:
+    assert json.load(f)["selected_step"]["tbptt/mlp"] == c.train.steps
 
 
 def test_learned_rates_file_round_trips(tmp_path):
@@ -253,6 +265,7 @@ def test_learned_rates_file_round_trips(tmp_path):
     ("meta.estimators", ("tbptt", "reinforce"), "'tbptt', 'pes'"),
     ("inner.optimizer", "lion", "'adam', 'sgd'"),
     ("meta.unroll", 5, "a divisor of 12"),
+    ("eval.select", "worst", "'best', 'last'"),
     ("families.mlp.train_datasets", ("wine", "winee"), "breast_cancer"),
 ])
 def test_bad_config_is_a_config_error_before_anything_runs(tmp_path, key, value, valid):

@@ -31,7 +31,8 @@ GROUPS = ("data", "search", "selection")  # AutoML(**kw) finds a flat key such a
 class AutoML:
   """Searches model families and hyperparameters for a classification dataset.
 
-  time_budget_s: wall-clock budget of the search (0: the scheduler's own end).
+  time_budget_s: wall-clock budget of the search and the final selection together (0: the
+    scheduler's own end); the search stops at (1 - selection.time_share) of it.
   metric: 'accuracy' | 'balanced_accuracy' | 'f1' | 'log_loss'.
   Any other keyword overrides a key of configs/automl.py, by its name in `data` or
   `search` (scheduler='asha', families=('mlp', 'gbm'), max_budget=9, val_frac=0.3, ...)
@@ -43,10 +44,10 @@ class AutoML:
   `metajax.automl.warmstart.load_prior`); the first rung samples learning rates around them.
   After fit, `warm_start_` says what was reused and from which datasets.
 
-  After the search (which `time_budget_s` bounds), `selection.finalize` picks the model: the
-  top configurations re-scored out of fold on small data, a greedy ensemble when it scores
-  better, a refit on train+validation (`selection_` says what it did; a `UserWarning` when the
-  rows cannot separate the top two). `best_['members']` lists the model's members.
+  After the search, `selection.finalize` picks the model in the time left: the top
+  configurations re-scored out of fold on small data, a greedy ensemble when it scores
+  better, a refit on train+validation where it fits (`selection_` says what it did; a
+  `UserWarning` when the rows cannot separate the top two). `best_['members']` lists the model's members.
   Tables: a DataFrame's column names are the schema that `predict` checks (reordered columns
   are matched by name; missing, extra or renamed ones are a DataError).
   """

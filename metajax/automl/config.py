@@ -86,7 +86,10 @@ def validate(c) -> None:
     from metajax.automl.data import names
     raise ConfigError("data.name", d.name, "unknown dataset", ", ".join(names()))
   require_positive(c, "selection.top_k", "selection.ensemble_rounds")
-  require_positive(c, "selection.small_rows", "selection.time_share", allow_zero=True)
+  require_positive(c, "selection.small_rows", allow_zero=True)
+  if not 0 <= c.selection.time_share < 1:
+    raise ConfigError("selection.time_share", c.selection.time_share,
+                      "the share of time_budget_s kept for the final selection", "0 <= share < 1")
   if not 0 <= s.warm_frac <= 1:
     raise ConfigError("search.warm_frac", s.warm_frac, "a share of the first rung", "0 to 1")
   require_positive(c, "search.warm_neighbours", "search.warm_max_distance")

@@ -57,6 +57,16 @@ def test_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
           "log_loss": -score("log_loss", y, prob)}
 
 
+def search_seconds(cfg) -> float:
+  """When the search stops: time_budget_s less the share kept for the final selection
+  (`selection.time_share`); inf without a budget."""
+  budget = cfg.search.time_budget_s
+  if not budget:
+    return math.inf
+  sel = cfg.get("selection")
+  return budget * (1.0 - (sel.time_share if sel is not None else 0.0))
+
+
 @dataclasses.dataclass
 class Trial:
   """One configuration and what happened to it.
@@ -127,7 +137,7 @@ class Executor:
     self.elapsed, self.units, self.rungs = 0.0, 0.0, 0
     self.skipped = 0
     self.first_result_s = None  # search seconds at the first trial's validation score
-    self.deadline = cfg.search.time_budget_s or math.inf
+    self.deadline = search_seconds(cfg)
     self._t0 = time.perf_counter()
     self._dev: dict[str, Any] = {}
     if state_path and os.path.exists(state_path):

@@ -128,17 +128,29 @@ def run(config, workdir: str) -> dict:
   state = {key: jax.device_put(learners[key.split("/")[0], key.split("/")[1]].init(
                jax.random.fold_in(k_init, i)), shards[key]) for i, key in enumerate(steps_fn)}
 
+  # Best so far per learner: the rates of the meta-validation with the lowest objective
+  # (host copies: the meta-step donates the state's buffers). Checkpointed with the state.
+  best = {key: {"objective": np.asarray(np.inf, np.float32), "step": np.asarray(0, np.int32),
+                "hparams": jax.tree.map(np.asarray, jax.device_get(state[key].hparams))}
+          for key in steps_fn}
+
   # State: fresh, or the latest checkpoint.
-  mngr, state, start = checkpoint.resume(workdir, state, "hp_metalearn")
+  mngr, ckpt, start = checkpoint.resume(workdir, {"learners": state, "best": best},
+                                        "hp_metalearn")
+  state, best = ckpt["learners"], jax.tree.map(np.asarray, jax.device_get(ckpt["best"]))
   writer = runlog.MetricWriter(workdir, resume_step=start)
 
   def validate(step: int) -> None:
     row = {}
     for key in steps_fn:
       name = key.split("/")[1]
-      m = jax.device_get(eval_fn[name](state[key].hparams,
-                                       parallel.shard_batch(val_tasks[name], mesh), k_val))
+      hp = state[key].hparams
+      m = jax.device_get(eval_fn[name](hp, parallel.shard_batch(val_tasks[name], mesh), k_val))
       row.update({f"{key}/{k}": float(v) for k, v in m.items()})
+      if m["objective"] < best[key]["objective"]:  # ties keep the earlier rates
+        best[key] = {"objective": np.asarray(m["objective"], np.float32),
+                     "step": np.asarray(step, np.int32),
+                     "hparams": jax.tree.map(np.asarray, jax.device_get(hp))}
     writer.write(step, row)
 
   # Loop: the same tasks for every estimator at a step; keys fold in (step, learner).
@@ -170,7 +182,7 @@ def run(config, workdir: str) -> dict:
     if done % config.eval.every == 0 or done == steps:
       validate(done)
     if done % t.checkpoint_every == 0 or done == steps:
-      checkpoint.save(mngr, done, state)
+      checkpoint.save(mngr, done, {"learners": state, "best": best})
     bar.update(1)
   bar.close()
   mngr.wait_until_finished()
@@ -179,8 +191,10 @@ def run(config, workdir: str) -> dict:
   train_s = time.time() - t_start
 
   # Learned rates: one file, every estimator; the first is the one others load by default.
-  rates = {est: {name: learned.rates_of(learners[est, name].problem,
-                                        jax.device_get(state[f"{est}/{name}"].hparams),
+  # eval.select 'best': the rates of the lowest meta-validation objective; 'last': the final.
+  chosen = {key: (best[key]["hparams"], int(best[key]["step"])) if config.eval.select == "best"
+            else (jax.device_get(state[key].hparams), steps) for key in steps_fn}
+  rates = {est: {name: learned.rates_of(learners[est, name].problem, chosen[f"{est}/{name}"][0],
                                         fams[name], inner)
                  for name in fams} for est in estimators}
   rates_path = None
@@ -199,6 +213,7 @@ def run(config, workdir: str) -> dict:
   transfer_s = time.time() - t0
 
   summary = {"notes": notes, "transfer": results, "train_seconds": train_s,
+             "selected_step": {key: step for key, (_, step) in chosen.items()},
              "transfer_seconds": transfer_s, "steps": steps, "devices": jax.device_count(),
              "families": {n: {"train": [p.name for p in d.pools],
                               "test": [p.name for p in test_pools[n]]}

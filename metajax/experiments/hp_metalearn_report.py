@@ -129,6 +129,11 @@ def write_report(config, workdir: str, rates: dict, summary: dict) -> str:
   lines += [report.md_table(["family", "estimator", "objective start", "objective end",
                              "final val loss start", "end", "final val acc start", "end"],
                             table), ""]
+  sel = summary.get("selected_step", {})
+  if sel:
+    lines += [f"Rates kept ({config.eval.select}): " + ", ".join(
+        f"{key} from meta-step {step}" for key, step in sel.items()) +
+        ("; the lowest meta-validation objective." if config.eval.select == "best" else "."), ""]
 
   lines += ["## Zero-shot transfer to held-out datasets", "",
             f"Test accuracy, mean ± 95% CI over {config.transfer.seeds} split seed(s). Each "
