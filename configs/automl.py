@@ -14,8 +14,8 @@ After the search, `selection` picks the final model: on small data (< 2,000 trai
 rows) the top 5 configurations are re-scored out of fold over holdouts of train+validation, a
 greedy ensemble is kept if it scores better, and the result is refit on train+validation
 (with `search.time_budget_s`, each step only where its estimated cost fits in the time left:
-the search stops at 1 - `selection.time_share` of the budget); the report warns when the rows cannot separate the top two configurations (on breast_cancer they
-usually cannot).
+the search stops at 1 - `selection.time_share` of the budget); the report warns when the
+rows cannot separate the top two configurations (on breast_cancer they usually cannot).
 
 Every run records its trials in the experience store (`store_path`) and, before searching,
 reads it: the best configurations of the nearest past datasets fill part of the first rung
@@ -113,7 +113,7 @@ def get_config(mode: str = "") -> ml_collections.ConfigDict:
   c.selection = ml_collections.ConfigDict(dict(
       top_k=5,               # candidates: the leaderboard's top configurations
       small_rows=2000,       # fewer train+validation rows: out-of-fold scores over holdouts
-      time_share=0.5,        # with a time budget: the holdouts' estimated share of it, at most
+      time_share=0.25,       # with a time budget: its share kept for holdouts and refit
       ensemble=True,         # greedy ensemble selection (Caruana et al.), kept if it scores better
       ensemble_rounds=25,    # greedy additions, with replacement
       refit=True,            # retrain the chosen configuration(s) on train+validation

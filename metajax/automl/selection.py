@@ -7,10 +7,11 @@
      scored on its out-of-fold probabilities (every row held out at least once, by models that
      did not see it; a row held out twice gets the mean); otherwise on the validation split,
      by the search's own models. Each holdout has exactly the search's train and validation
-     sizes, so the neural families reuse the search's compiled programs. With a time budget,
+     sizes, so the neural families reuse the search's compiled programs. With a time budget
+     (search and final selection together: the search stops at (1 - `time_share`) of it),
      only the leading candidates whose holdouts and refit (estimated from their training
-     seconds in the search) fit in `time_share` x the budget are re-scored (at least two, or
-     none: then validation scores, noted).
+     seconds in the search) fit in the time left are re-scored (at least two, or none: then
+     validation scores, noted).
   3. Warning when those rows cannot separate the top two candidates: a paired per-row
      comparison (correct or not; per-row log-loss for `log_loss`) whose mean difference is
      within two standard errors of zero.
@@ -18,7 +19,10 @@
      out-of-fold (or validation) probabilities, kept only when it beats the best single
      candidate on them.
   5. Refit: the chosen configuration, or each ensemble member, is trained again on
-     train+validation at its budget (`refit`); the test split is scored once, on that model.
+     train+validation at its budget (`refit`), when its estimated cost (training seconds
+     scaled by rows, plus a neural family's compile) fits in the time left of the budget;
+     otherwise the models trained on the training split are kept, noted. The test split is
+     scored once, on the final model.
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ def holdouts(y: np.ndarray, n_val: int, seed: int) -> list[tuple[np.ndarray, np.
   return out
 
 
+def refit_seconds(trials, rows: int, train_rows: int) -> float:
+  """Estimated seconds to train `trials` again on `rows` rows: their training seconds in the
+  search scaled by rows / train_rows, plus each neural family's compile (new shapes)."""
+  return sum(t.cost_s * rows / max(train_rows, 1) + (t.compile_s if t.family in NEURAL else 0.0)
+             for t in trials)
+
+
 def affordable(cands, k: int, seconds: float):
   """The leading candidates whose k holdout trainings plus a refit (estimated from their
   training seconds in the search) fit in `seconds`; (candidates, note) where the note says why
@@ -118,8 +129,8 @@ def affordable(cands, k: int, seconds: float):
     return keep, None
   est = (k + 1) * sum(t.cost_s for t in cands[:2])
   return cands, (f"out-of-fold re-scoring skipped: it would take about {est:.1f} s for the top "
-                 f"two alone, over time_share x time_budget_s = {seconds:.1f} s; scored on "
-                 "the validation split")
+                 f"two alone, over the {max(seconds, 0.0):.1f} s left of time_budget_s; scored "
+                 "on the validation split")
 
 
 def _rowwise(metric: str, y: np.ndarray, prob: np.ndarray) -> np.ndarray:
@@ -189,9 +200,11 @@ def finalize(ex: search.Executor) -> Final | None:
   views, y_all = _stacked(prep)
   n = len(y_all)
   info: dict[str, Any] = dict(rows=n, val_rows=len(prep.y[1]), notes=[], warnings=[])
+  budget = cfg.search.time_budget_s
+  left = lambda: budget - ex.now() if budget else math.inf  # ex.now(): search + this so far
   splits = holdouts(y_all, len(prep.y[1]), cfg.seed) if n < sel.small_rows else []
-  if splits and cfg.search.time_budget_s:
-    cands, skipped = affordable(cands, len(splits), sel.time_share * cfg.search.time_budget_s)
+  if splits and budget:
+    cands, skipped = affordable(cands, len(splits), left())
     if skipped:
       info["notes"].append(skipped)
       splits = []
@@ -225,7 +238,15 @@ def finalize(ex: search.Executor) -> Final | None:
     if info["ensemble"]["used"]:
       weights, info["score"] = info["ensemble"]["weights"], s
   chosen = [ex.trials[i] for i in weights]
-  if sel.refit:
+  refit = sel.refit
+  if refit and refit_seconds(chosen, n, len(prep.y[0])) > left():
+    refit = False
+    info["refit"] = None
+    info["notes"].append(
+        f"refit on train+validation skipped: about {refit_seconds(chosen, n, len(prep.y[0])):.1f}"
+        f" s, over the {max(left(), 0.0):.1f} s left of time_budget_s; the models trained on "
+        "the training split are kept")
+  if refit:
     full = dataclasses.replace(
         prep, views={k: (views[k], prep.views[k][1], prep.views[k][2]) for k in views},
         y=(y_all, prep.y[1], prep.y[2]))
@@ -234,7 +255,7 @@ def finalize(ex: search.Executor) -> Final | None:
   else:
     sub = None
   if sub is None or any(t.id not in sub.states for t in chosen):
-    if sel.refit:  # a refit that diverged: the models trained on the training split
+    if refit:  # a refit that diverged: the models trained on the training split
       info["warnings"].append("a refit on train+validation diverged: models trained on the "
                               "training split kept")
       info["refit"] = None
