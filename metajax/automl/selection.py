@@ -238,14 +238,14 @@ def finalize(ex: search.Executor) -> Final | None:
     if info["ensemble"]["used"]:
       weights, info["score"] = info["ensemble"]["weights"], s
   chosen = [ex.trials[i] for i in weights]
-  refit = sel.refit
-  if refit and refit_seconds(chosen, n, len(prep.y[0])) > left():
+  refit, cost = sel.refit, refit_seconds(chosen, n, len(prep.y[0]))
+  if refit and cost > left():
     refit = False
     info["refit"] = None
     info["notes"].append(
-        f"refit on train+validation skipped: about {refit_seconds(chosen, n, len(prep.y[0])):.1f}"
-        f" s, over the {max(left(), 0.0):.1f} s left of time_budget_s; the models trained on "
-        "the training split are kept")
+        f"refit on train+validation skipped: about {cost:.1f} s, over the "
+        f"{max(left(), 0.0):.1f} s left of time_budget_s; the models trained on the training "
+        "split are kept")
   if refit:
     full = dataclasses.replace(
         prep, views={k: (views[k], prep.views[k][1], prep.views[k][2]) for k in views},
