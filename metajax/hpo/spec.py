@@ -109,7 +109,7 @@ def check(config) -> None:
     require_in("meta.estimators", e, ESTIMATORS)
   i, m = config.inner, config.meta
   require_in("inner.optimizer", i.optimizer, INNER_OPTIMIZERS)
-  require_in("eval.select", config.eval.get("select", "best"), ("best", "last"))
+  require_in("eval.select", config.eval.select, ("best", "last"))
   for key, v in (("inner.steps", i.steps), ("inner.segments", i.segments),
                  ("meta.tasks", m.tasks), ("meta.unroll", m.unroll),
                  ("meta.pes_pairs", m.pes_pairs), ("train.steps", config.train.steps),
